@@ -1,0 +1,343 @@
+"""Experiment configuration: frozen, self-validating dataclasses with TOML in/out.
+
+The schema is the one of ``INTERFACE.md``::
+
+    [data]   n_in, n_out, n_samples, label_noise, inputs, seed (+ input-distribution options)
+    [model]  depth, hidden
+    [sgd]    learning_rate, batch_size, sampling, steps, burn_in, record_every, replicas, seed
+    [analysis] (optional) options of the depth >= 2 measurement and of the IVFR analysis
+
+Every value is checked when the object is built. A bad value raises :class:`ConfigError` whose message
+names the key (``section.field``), the value and the allowed range. Constraints are declared as data
+(:data:`_FIELDS`), not scattered through code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "INPUT_KINDS",
+    "SAMPLING_MODES",
+    "AnalysisConfig",
+    "ConfigError",
+    "DataConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "SGDConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "config_to_toml",
+    "load_config",
+    "with_overrides",
+]
+
+INPUT_KINDS = ("gaussian", "powerlaw", "student_t", "correlated")
+SAMPLING_MODES = ("with_replacement", "without_replacement", "epoch_shuffle")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """Declared constraint of one field: type, bounds (inclusive unless ``open_*``), choices."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    choices: tuple[str, ...] | None = None
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        name = {int: "an integer", float: "a number", bool: "true/false", str: "a string"}[self.kind]
+        if self.low is None and self.high is None:
+            return name
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        left = "(" if self.open_low else "["
+        right = ")" if self.high is None else "]"
+        return f"{name} in {left}{lo}, {hi}{right}"
+
+
+def _check(section: str, name: str, value: Any, rule: _Rule) -> Any:
+    key = f"{section}.{name}"
+    if rule.kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} = {value!r} has the wrong type: expected {rule.describe()}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} = {value!r} is not finite: expected {rule.describe()}")
+    elif rule.kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} = {value!r} has the wrong type: expected {rule.describe()}")
+    elif not isinstance(value, rule.kind):
+        raise ConfigError(f"{key} = {value!r} has the wrong type: expected {rule.describe()}")
+    if rule.choices is not None and value not in rule.choices:
+        raise ConfigError(f"{key} = {value!r} is not allowed: expected {rule.describe()}")
+    if rule.low is not None and (value < rule.low or (rule.open_low and value == rule.low)):
+        raise ConfigError(f"{key} = {value!r} is out of range: expected {rule.describe()}")
+    if rule.high is not None and value > rule.high:
+        raise ConfigError(f"{key} = {value!r} is out of range: expected {rule.describe()}")
+    return value
+
+
+_FIELDS: dict[str, dict[str, _Rule]] = {
+    "data": {
+        "n_in": _Rule(int, 1, 100_000),
+        "n_out": _Rule(int, 1, 10_000),
+        "n_samples": _Rule(int, 1, 10_000_000),
+        "label_noise": _Rule(float, 0.0, None),
+        "inputs": _Rule(str, choices=INPUT_KINDS),
+        "powerlaw_exponent": _Rule(float, 0.0, 10.0),
+        "student_t_dof": _Rule(float, 2.0, None, open_low=True),
+        "correlation": _Rule(float, 0.0, 0.99),
+        "seed": _Rule(int, 0, None),
+    },
+    "model": {
+        "depth": _Rule(int, 1, 16),
+        "hidden": _Rule(int, 1, 10_000),
+    },
+    "sgd": {
+        "learning_rate": _Rule(float, 0.0, None, open_low=True),
+        "batch_size": _Rule(int, 1, None),
+        "sampling": _Rule(str, choices=SAMPLING_MODES),
+        "steps": _Rule(int, 1, None),
+        "burn_in": _Rule(int, 0, None),
+        "record_every": _Rule(int, 1, None),
+        "replicas": _Rule(int, 1, 1_000_000),
+        "seed": _Rule(int, 0, None),
+    },
+    "analysis": {
+        "windows": _Rule(int, 1, 10_000),
+        "flatness_factor": _Rule(float, 1.0, None, open_low=True),
+        "bootstrap": _Rule(int, 10, 1_000_000),
+        "theory_method": _Rule(str, choices=("auto", "dense", "krylov", "fixed_point")),
+    },
+}
+
+
+def _validate(obj: Any, section: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = _check(section, f.name, getattr(obj, f.name), _FIELDS[section][f.name])
+        object.__setattr__(obj, f.name, value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Teacher-student data set (SPEC §1).
+
+    Attributes
+    ----------
+    n_in, n_out, n_samples : int
+        ``N_i``, ``N_o`` and the number of samples ``P``.
+    label_noise : float
+        Standard deviation ``sigma`` of the label noise.
+    inputs : str
+        ``"gaussian"`` (whitened, ``Λ = I``), ``"powerlaw"`` (``Λ_kk ∝ k^(-powerlaw_exponent)``,
+        normalized to mean 1), ``"student_t"`` (i.i.d. Student-t entries with ``student_t_dof``
+        degrees of freedom, scaled to unit variance), ``"correlated"`` (Gaussian with
+        ``Λ_kl = correlation^|k-l|``).
+    seed : int
+        Seed of the data set and teacher.
+    """
+
+    n_in: int = 50
+    n_out: int = 1
+    n_samples: int = 100
+    label_noise: float = 1.0
+    inputs: str = "gaussian"
+    powerlaw_exponent: float = 1.0
+    student_t_dof: float = 5.0
+    correlation: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _validate(self, "data")
+
+    @property
+    def alpha(self) -> float:
+        """Samples per input dimension ``alpha = P / N_i``."""
+        return self.n_samples / self.n_in
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Depth-L linear network ``f(x) = W_L ... W_1 x`` (SPEC §2); ``hidden`` is ``N_h``."""
+
+    depth: int = 1
+    hidden: int = 20
+
+    def __post_init__(self) -> None:
+        _validate(self, "model")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SGDConfig:
+    """Mini-batch SGD (SPEC §3).
+
+    ``steps`` counts all SGD steps including the ``burn_in`` ones; statistics are taken every
+    ``record_every`` steps after burn-in, over ``replicas`` independent chains.
+    """
+
+    learning_rate: float = 0.05
+    batch_size: int = 10
+    sampling: str = "with_replacement"
+    steps: int = 100_000
+    burn_in: int = 10_000
+    record_every: int = 10
+    replicas: int = 32
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        _validate(self, "sgd")
+        if self.burn_in >= self.steps:
+            raise ConfigError(
+                f"sgd.burn_in = {self.burn_in} is out of range: expected an integer in "
+                f"[0, sgd.steps - 1 = {self.steps - 1}]"
+            )
+        if self.record_every > self.steps - self.burn_in:
+            raise ConfigError(
+                f"sgd.record_every = {self.record_every} is out of range: expected an integer in "
+                f"[1, sgd.steps - sgd.burn_in = {self.steps - self.burn_in}]"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalysisConfig:
+    """Options of the analysis (all optional in the TOML file).
+
+    windows : number of quasi-stationary windows the recorded part is cut into (depth >= 2
+        measurement, SPEC §8a, and the window-wise PCA of the IVFR analysis).
+    flatness_factor : the loss level ``factor * L_0`` that defines the flatness (Feng & Tu use e).
+    bootstrap : bootstrap resamples for confidence intervals.
+    theory_method : solver of the exact discrete-time equation (``"auto"`` picks by size).
+    """
+
+    windows: int = 8
+    flatness_factor: float = math.e
+    bootstrap: int = 1000
+    theory_method: str = "auto"
+
+    def __post_init__(self) -> None:
+        _validate(self, "analysis")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    """One experiment: data, model, SGD and analysis settings."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sgd: SGDConfig = field(default_factory=SGDConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+    def __post_init__(self) -> None:
+        if self.sgd.batch_size > self.data.n_samples:
+            raise ConfigError(
+                f"sgd.batch_size = {self.sgd.batch_size} is out of range: expected an integer in "
+                f"[1, data.n_samples = {self.data.n_samples}]"
+            )
+
+    def layer_shapes(self) -> list[tuple[int, int]]:
+        """Shapes ``(rows, cols)`` of ``W_1 ... W_L`` in forward order."""
+        d, m = self.data, self.model
+        if m.depth == 1:
+            return [(d.n_out, d.n_in)]
+        dims = [d.n_in] + [m.hidden] * (m.depth - 1) + [d.n_out]
+        return [(dims[i + 1], dims[i]) for i in range(m.depth)]
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "sgd": SGDConfig,
+    "analysis": AnalysisConfig,
+}
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from a nested mapping (parsed TOML).
+
+    Missing sections or keys take their defaults; unknown ones raise :class:`ConfigError`.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config must be a table of sections, got {type(raw).__name__}")
+    unknown = set(raw) - set(_SECTIONS)
+    if unknown:
+        raise ConfigError(
+            f"unknown section(s) {sorted(unknown)}: allowed sections are {sorted(_SECTIONS)}"
+        )
+    parts: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        section = raw.get(name, {})
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"[{name}] must be a table, got {section!r}")
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        for key in section:
+            if key not in allowed:
+                raise ConfigError(
+                    f"unknown key {name}.{key}: allowed keys of [{name}] are {sorted(allowed)}"
+                )
+        parts[name] = cls(**dict(section))
+    return ExperimentConfig(**parts)
+
+
+def config_to_dict(config: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """Nested plain dict of every field (defaults included)."""
+    return {name: dataclasses.asdict(getattr(config, name)) for name in _SECTIONS}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def config_to_toml(config: ExperimentConfig, *, header: str = "") -> str:
+    """TOML text of the fully resolved config; ``header`` lines are written as comments."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    for name, values in config_to_dict(config).items():
+        if lines:
+            lines.append("")
+        lines.append(f"[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+    return "\n".join(lines) + "\n"
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a TOML experiment config."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return config_from_dict(raw)
+
+
+def with_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
+    """Copy of ``config`` with dotted-key overrides, e.g. ``{"data.n_samples": 40}``; validated."""
+    raw = config_to_dict(config)
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section not in raw or name not in raw[section]:
+            raise ConfigError(f"unknown key {key!r}: expected 'section.field' of the run config")
+        raw[section][name] = value
+    return config_from_dict(raw)
