@@ -1,0 +1,1 @@
+"""sgdfluct.plotting"""

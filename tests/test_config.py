@@ -1,0 +1,80 @@
+"""Config validation: every bad value is rejected with a message naming the key and range."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from sgdfluct.config import (
+    ConfigError,
+    ExperimentConfig,
+    SGDConfig,
+    config_from_dict,
+    config_to_toml,
+    load_config,
+    with_overrides,
+)
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({"data": {"n_in": 0}}, "data.n_in = 0"),
+        ({"data": {"n_in": 2.5}}, "data.n_in = 2.5 has the wrong type"),
+        ({"data": {"inputs": "uniform"}}, "data.inputs = 'uniform' is not allowed"),
+        ({"data": {"label_noise": -1.0}}, "data.label_noise"),
+        ({"data": {"colour": 1}}, "unknown key data.colour"),
+        ({"model": {"depth": 0}}, "model.depth = 0 is out of range"),
+        ({"sgd": {"learning_rate": 0.0}}, "sgd.learning_rate = 0.0 is out of range"),
+        ({"sgd": {"learning_rate": "fast"}}, "sgd.learning_rate = 'fast' has the wrong type"),
+        ({"sgd": {"batch_size": 500}, "data": {"n_samples": 100}}, "sgd.batch_size = 500"),
+        ({"sgd": {"burn_in": 100, "steps": 100}}, "sgd.burn_in = 100 is out of range"),
+        ({"sgd": {"sampling": "random"}}, "sgd.sampling = 'random'"),
+        ({"sgd": {"replicas": True}}, "sgd.replicas = True has the wrong type"),
+        ({"optimizer": {}}, "unknown section"),
+    ],
+)
+def test_bad_values_name_the_key(raw, fragment):
+    with pytest.raises(ConfigError, match=None) as info:
+        config_from_dict(raw)
+    assert fragment in str(info.value)
+
+
+def test_range_is_stated():
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"sgd": {"batch_size": 500}, "data": {"n_samples": 100}})
+    assert "[1, data.n_samples = 100]" in str(info.value)
+
+
+def test_toml_round_trip(tmp_path):
+    cfg = config_from_dict({"data": {"n_in": 7, "inputs": "powerlaw"}, "model": {"depth": 2}})
+    path = tmp_path / "c.toml"
+    path.write_text(config_to_toml(cfg, header="resolved"))
+    assert load_config(path) == cfg
+
+
+def test_frozen_and_overrides():
+    cfg = ExperimentConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.sgd.steps = 3  # type: ignore[misc]
+    new = with_overrides(cfg, {"data.n_samples": 40, "sgd.learning_rate": 0.02})
+    assert new.data.n_samples == 40 and new.sgd.learning_rate == 0.02
+    assert cfg.data.n_samples == 100
+    with pytest.raises(ConfigError, match="unknown key 'sgd.lr'"):
+        with_overrides(cfg, {"sgd.lr": 0.1})
+    with pytest.raises(ConfigError, match="sgd.batch_size"):
+        with_overrides(cfg, {"data.n_samples": 5})
+
+
+def test_direct_construction_validates():
+    with pytest.raises(ConfigError, match="sgd.record_every"):
+        SGDConfig(steps=10, burn_in=5, record_every=6)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_are_valid(path):
+    load_config(path)
