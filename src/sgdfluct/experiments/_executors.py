@@ -1,0 +1,174 @@
+"""Execution back-ends of :func:`sgdfluct.experiments.sweep.run_sweep`: local processes and Dask.
+
+Both take the cells still to compute and return ``{cell_id: error message}`` for the cells that
+failed; a cell is done when :func:`~sgdfluct.experiments.sweep.run_cell` has renamed its folder into
+place. ``KeyboardInterrupt`` propagates after the outstanding work is cancelled.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sgdfluct.config import ConfigError
+
+if TYPE_CHECKING:
+    from sgdfluct.experiments.sweep import Cell, CellFn
+
+__all__ = ["run_dask", "run_local"]
+
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+_KILLED = "its worker process died (killed or crashed)"
+_CONNECT_TIMEOUT_S = 30.0  # seconds to wait for a Dask scheduler before giving up
+
+
+def _init_worker(threads: int) -> None:
+    """Worker start-up: leave Ctrl-C to the parent; cap BLAS/OpenMP/numba threads per worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in _THREAD_ENV:
+        os.environ.setdefault(name, str(threads))
+    try:  # numpy's BLAS is already loaded here; threadpoolctl (if present) caps it at run time
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:  # pragma: no cover - optional
+        pass
+
+
+def _mp_context() -> Any:
+    """forkserver where available (fast, fork-safe: the server preloads the sweep module once),
+    spawn elsewhere. Both need picklable, importable cell functions."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["sgdfluct.experiments.sweep"])
+    return context
+
+
+def _stop_workers(executor: ProcessPoolExecutor) -> None:
+    """Terminate the worker processes we started (cells in flight are lost, finished ones stay)."""
+    processes = getattr(executor, "_processes", None) or {}
+    for process in list(processes.values()):
+        if process.is_alive():
+            process.terminate()
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+def run_local(
+    cell_fn: CellFn,
+    todo: Sequence[Cell],
+    out_dir: Path,
+    workers: int,
+    retries: int,
+    on_done: Callable[[int], Any],
+) -> dict[str, str]:
+    """Run cells on a local process pool; restart it up to ``retries`` times if a worker dies."""
+    from sgdfluct.experiments.sweep import run_cell
+
+    out_dir = out_dir.resolve()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    failures: dict[str, str] = {}
+    pending = list(todo)
+    attempt = 0
+    while pending:
+        executor = ProcessPoolExecutor(
+            max_workers=min(workers, len(pending)),
+            mp_context=_mp_context(),
+            initializer=_init_worker,
+            initargs=(threads,),
+        )
+        lost: list[Cell] = []
+        try:
+            futures: dict[Future[str], Cell] = {
+                executor.submit(run_cell, cell_fn, cell, out_dir): cell for cell in pending
+            }
+            remaining = set(futures)
+            while remaining:
+                done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                for future in done:
+                    cell = futures[future]
+                    try:
+                        future.result()
+                    except BrokenProcessPool:
+                        if (out_dir / "cells" / cell.cell_id).is_dir():
+                            on_done(1)  # finished just before the pool broke
+                        else:
+                            lost.append(cell)
+                            failures[cell.cell_id] = _KILLED
+                    except Exception as exc:
+                        failures[cell.cell_id] = f"{type(exc).__name__}: {exc}"
+                    else:
+                        failures.pop(cell.cell_id, None)
+                        on_done(1)
+        except BaseException:
+            _stop_workers(executor)
+            raise
+        executor.shutdown(wait=True)
+        if not lost or attempt >= retries:
+            break
+        attempt += 1
+        pending = lost
+    return failures
+
+
+def run_dask(
+    cell_fn: CellFn,
+    todo: Sequence[Cell],
+    out_dir: Path,
+    scheduler: Any,
+    retries: int,
+    on_done: Callable[[int], Any],
+) -> dict[str, str]:
+    """Run cells on a Dask cluster (address string or ``distributed.Client``).
+
+    ``out_dir`` must be on a file system the workers share with this process.
+    """
+    try:
+        from distributed import Client, as_completed
+    except ImportError as exc:
+        raise ConfigError(
+            "--scheduler needs the optional Dask extra: pip install 'sgdfluct[dask]'"
+        ) from exc
+    from sgdfluct.experiments.sweep import run_cell
+
+    out_dir = out_dir.resolve()
+    own_client = isinstance(scheduler, str)
+    if own_client:
+        try:
+            client = Client(scheduler, set_as_default=False, timeout=_CONNECT_TIMEOUT_S)
+        except OSError as exc:
+            raise ConfigError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from exc
+    elif isinstance(scheduler, Client):
+        client = scheduler
+    else:
+        raise ConfigError(
+            f"scheduler = {scheduler!r}: expected an address 'tcp://host:port' or a Client"
+        )
+    failures: dict[str, str] = {}
+    futures: list[Any] = []
+    try:
+        task = functools.partial(run_cell, cell_fn, out_dir=out_dir)
+        futures = client.map(task, list(todo), pure=False, retries=retries)
+        by_key = {f.key: cell for f, cell in zip(futures, todo, strict=True)}
+        for future in as_completed(futures, loop=client.loop):
+            cell = by_key[future.key]
+            if future.status == "finished":
+                on_done(1)
+            else:
+                error = future.exception()
+                failures[cell.cell_id] = f"{type(error).__name__}: {error}"
+    except BaseException:
+        if futures:
+            client.cancel(futures)
+        raise
+    finally:
+        if own_client:
+            client.close()
+    return failures

@@ -1,0 +1,545 @@
+"""One experiment end to end (``sgdfluct run``): data, simulation, theory, analysis, files.
+
+This module is orchestration only: every number comes from the library modules
+(:mod:`sgdfluct.simulate`, :mod:`sgdfluct.theory`, :mod:`sgdfluct.analysis`,
+:mod:`sgdfluct.landscape`). It is the one place where simulation and theory meet.
+
+Outputs in ``out_dir`` (INTERFACE.md): ``config.toml``, ``result.nc``, ``figures/*.png`` and, written
+last so that its presence marks a finished run, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from sgdfluct import __version__, networks  # noqa: E402
+from sgdfluct.config import ExperimentConfig, config_to_toml  # noqa: E402
+from sgdfluct.data import Dataset, make_dataset  # noqa: E402
+from sgdfluct.io import (  # noqa: E402
+    atomic_save_figure,
+    atomic_write_dataset,
+    atomic_write_json,
+    atomic_write_text,
+)
+
+__all__ = ["N_TEST", "run_experiment"]
+
+#: size of the independent test set used for the test loss (claim 7, double descent)
+N_TEST = 2000
+
+Array = np.ndarray
+FigureMaker = Callable[[], Any]
+
+
+@dataclass
+class _Outcome:
+    """What one analysis path hands back to :func:`run_experiment`."""
+
+    theta_ref: Array
+    mean_sim: Array
+    cov_sim: Array
+    cov_sim_stderr: Array
+    hessian: Array
+    noise_cov: Array
+    cov_continuum: Array
+    cov_discrete: Array
+    summary: dict[str, Any]
+    figures: dict[str, FigureMaker] = field(default_factory=dict)
+    extra: dict[str, xr.DataArray] = field(default_factory=dict)
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = False,
+    quiet: bool = True,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Run one experiment and write its outputs; return the summary (scalar metrics).
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    out_dir : path
+        Output folder (created).
+    progress : bool
+        Show a progress bar for the simulation.
+    quiet : bool
+        Kept for API symmetry with the CLI (the runner itself prints nothing).
+    figures : bool
+        Draw the figures (``figures/*.png``).
+    """
+    del quiet
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = make_dataset(config.data, n_test=N_TEST)
+    shapes = config.layer_shapes()
+    if config.model.depth == 1:
+        outcome = _single_layer(config, data, shapes, progress)
+    else:
+        outcome = _deep(config, data, shapes, progress)
+    outcome.summary.update(_test_loss_metrics(config, data, shapes, outcome))
+
+    toml_text = config_to_toml(config, header=f"resolved config, sgdfluct {__version__}")
+    atomic_write_text(out / "config.toml", toml_text)
+    atomic_write_dataset(out / "result.nc", _dataset(config, data, shapes, outcome, toml_text))
+    if figures:
+        _draw(outcome.figures, out / "figures")
+    summary = {
+        "version": __version__,
+        "depth": config.model.depth,
+        "n_params": networks.n_params(shapes),
+        **outcome.summary,
+        "runtime_seconds": time.perf_counter() - start,
+        "machine": platform.node(),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------- single layer
+
+
+def _simulate(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]],
+              theta0: Array, progress: bool, trajectory_every: int | None = None) -> Any:
+    from sgdfluct.simulate import simulate
+
+    s = config.sgd
+    return simulate(
+        data.inputs,
+        data.targets,
+        shapes,
+        theta0,
+        learning_rate=s.learning_rate,
+        batch_size=s.batch_size,
+        sampling=s.sampling,
+        steps=s.steps,
+        burn_in=s.burn_in,
+        record_every=s.record_every,
+        replicas=s.replicas,
+        seed=s.seed,
+        trajectory_every=trajectory_every,
+        progress=progress,
+    )
+
+
+def _error_metrics(prefix: str, err: Any) -> dict[str, float]:
+    return {
+        prefix: err.value,
+        f"{prefix}_stderr": err.stderr,
+        f"{prefix}_noise_floor": err.noise_floor,
+    }
+
+
+def _single_layer(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]],
+                  progress: bool) -> _Outcome:
+    from sgdfluct.analysis.single_layer import current_from_lag1, relative_frobenius_error
+    from sgdfluct.landscape import ivfr_analysis
+    from sgdfluct.plotting import landscape as plot_landscape
+    from sgdfluct.plotting import single_layer as plot_single
+    from sgdfluct.theory.detailed_balance import detailed_balance, relative_commutator
+    from sgdfluct.theory.discrete import stationary_covariance
+    from sgdfluct.theory.lyapunov import continuum_covariance
+    from sgdfluct.theory.noise import batch_factor, least_squares_residuals, sampling_note
+    from sgdfluct.theory.spectra import single_layer_spectra
+
+    x, y = data.inputs, data.targets
+    s, a = config.sgd, config.analysis
+    theta_ref = networks.least_squares(x, y).ravel()
+    hess = networks.hessian(theta_ref, shapes, x, y)
+    noise = networks.noise_covariance(theta_ref, shapes, x, y)
+
+    # theory first: an unstable learning rate is reported before any simulation time is spent
+    f_s = batch_factor(s.batch_size, x.shape[0], s.sampling)
+    cov_cont = continuum_covariance(hess, noise, learning_rate=s.learning_rate, batch_factor=f_s)
+    exact = stationary_covariance(
+        x,
+        least_squares_residuals(x, y),
+        learning_rate=s.learning_rate,
+        batch_size=s.batch_size,
+        sampling=s.sampling,
+        method=a.theory_method,
+    )
+    sim = _simulate(config, data, shapes, theta_ref, progress)
+
+    err_exact = relative_frobenius_error(sim.cov, exact.cov, sim.cov_stderr)
+    err_cont = relative_frobenius_error(sim.cov, cov_cont, sim.cov_stderr)
+    balance = detailed_balance(hess, noise, learning_rate=s.learning_rate, batch_factor=f_s,
+                               cov=cov_cont)
+    # E[u_k u_{k+1}^T] = M (1 - eta H) exactly, so the lag-1 estimator targets ½[H, M] of the
+    # exact discrete-time covariance M
+    current_theory = 0.5 * (hess @ exact.cov - exact.cov @ hess)
+    current_sim, current_sim_se = current_from_lag1(sim.lag1, s.learning_rate, sim.lag1_stderr)
+    err_current = relative_frobenius_error(current_sim, current_theory, current_sim_se)
+    spectra = single_layer_spectra(hess, noise, exact.cov)
+    rng = np.random.default_rng(np.random.SeedSequence([s.seed, config.data.seed, 7]))
+    ivfr_theory = ivfr_analysis(exact.cov, theta_ref, shapes, x, y,
+                                factor=a.flatness_factor, bootstrap=a.bootstrap, rng=rng)
+    ivfr_sim = ivfr_analysis(sim.cov, theta_ref, shapes, x, y,
+                             factor=a.flatness_factor, bootstrap=a.bootstrap, rng=rng)
+    summary: dict[str, Any] = {
+        "alpha": config.data.alpha,
+        "batch_factor": f_s,
+        "theory_note": sampling_note(s.sampling),
+        **_error_metrics("rel_error_discrete", err_exact),
+        **_error_metrics("rel_error_continuum", err_cont),
+        "rel_diff_continuum_vs_discrete": float(
+            np.linalg.norm(cov_cont - exact.cov) / np.linalg.norm(exact.cov)
+        ),
+        "discrete_solver": {
+            "method": exact.method,
+            "iterations": exact.iterations,
+            "residual": exact.residual,
+            "converged": exact.converged,
+            "spectral_radius": exact.spectral_radius,
+        },
+        "commutator": balance.commutator,
+        "commutator_exact": relative_commutator(hess, noise),
+        "entropy_production": balance.entropy_production,
+        "current_relative": balance.current_relative,
+        **_error_metrics("rel_error_current", err_current),
+        "spectral_distance": spectra.distance,
+        "hessian_normalized_variance": spectra.hessian_normalized_variance,
+        "noise_normalized_variance": spectra.noise_normalized_variance,
+        "cov_anisotropy": spectra.cov_anisotropy,
+        "curvature_cv": spectra.curvature_cv,
+        "hessian_cv": spectra.hessian_cv,
+        "lambda_max": float(np.linalg.eigvalsh(hess)[-1]),
+        "stability_bound": float(2.0 / np.linalg.eigvalsh(hess)[-1]),
+        "n_records": sim.n_records,
+        "engine": sim.engine,
+        "simulation_seconds": sim.seconds,
+        "ivfr": _ivfr_block(ivfr_sim),
+        "ivfr_theory": _ivfr_block(ivfr_theory),
+    }
+    n_out = config.data.n_out
+    ratio = x.shape[1] / x.shape[0]
+
+    def spectra_figure() -> Any:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        hx_eigs = np.linalg.eigvalsh(x.T @ x / x.shape[0])
+        if n_out == 1 and ratio < 1:
+            plot_single.plot_hessian_noise_spectra(hx_eigs, spectra.noise_eigs, ratio, ax=ax)
+        else:
+            ax.hist(hx_eigs / hx_eigs.mean(), bins=40, alpha=0.5, density=True, label="H_x")
+            ax.hist(spectra.noise_eigs / spectra.noise_eigs.mean(), bins=40, alpha=0.5,
+                    density=True, label="C_0")
+            ax.legend()
+        return fig
+
+    def comparison_figure() -> Any:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        plot_single.plot_covariance_comparison(sim.cov, exact.cov, simulated_stderr=sim.cov_stderr,
+                                               label="exact discrete-time", ax=axes[0])
+        plot_single.plot_covariance_comparison(sim.cov, cov_cont, simulated_stderr=sim.cov_stderr,
+                                               label="continuum (Lyapunov)", ax=axes[1])
+        return fig
+
+    def cov_spectrum_figure() -> Any:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        plot_single.plot_covariance_spectrum(spectra.cov_eigs, ax=ax)
+        return fig
+
+    figures = {
+        "spectra_hessian_noise": spectra_figure,
+        "covariance_sim_vs_theory": comparison_figure,
+        "covariance_spectrum": cov_spectrum_figure,
+        **_ivfr_figures(ivfr_sim, ivfr_theory),
+    }
+    return _Outcome(
+        theta_ref=theta_ref,
+        mean_sim=sim.mean,
+        cov_sim=sim.cov,
+        cov_sim_stderr=sim.cov_stderr,
+        hessian=hess,
+        noise_cov=noise,
+        cov_continuum=cov_cont,
+        cov_discrete=exact.cov,
+        summary=summary,
+        figures=figures,
+        extra={
+            "current_sim": xr.DataArray(current_sim, dims=("param", "param_b")),
+            "current_theory": xr.DataArray(current_theory, dims=("param", "param_b")),
+        },
+    )
+
+
+def _ivfr_figures(sim: dict[int, Any], theory: dict[int, Any]) -> dict[str, FigureMaker]:
+    from sgdfluct.plotting import landscape as plot_landscape
+
+    def make(results: dict[int, Any], kind: str) -> FigureMaker:
+        def draw() -> Any:
+            layers = sorted(results)
+            fig, axes = plt.subplots(3, len(layers), figsize=(5 * len(layers), 12), squeeze=False)
+            for col, layer in enumerate(layers):
+                plot_landscape.plot_variance_flatness(results[layer], ax=axes[0, col])
+                plot_landscape.plot_curvature_variance(results[layer], ax=axes[1, col])
+                plot_landscape.plot_loss_profiles(results[layer], ax=axes[2, col])
+                axes[0, col].set_title(f"layer {layer} ({kind})")
+            fig.tight_layout()
+            return fig
+
+        return draw
+
+    figures = {}
+    if sim:
+        figures["ivfr_simulation"] = make(sim, "simulation")
+    if theory:
+        figures["ivfr_theory"] = make(theory, "theory")
+    return figures
+
+
+def _ivfr_block(results: dict[int, Any]) -> dict[str, Any]:
+    """The ``summary.json`` IVFR block, with the interval also as scalars (for ``sweep.nc``)."""
+    from sgdfluct.landscape import ivfr_summary
+
+    block: dict[str, Any] = ivfr_summary(results)["ivfr"]
+    for entry in block.values():
+        lo, hi = entry.get("psi_ci") or (None, None)
+        entry["psi_ci_low"], entry["psi_ci_high"] = lo, hi
+    return block
+
+
+# ----------------------------------------------------------------------------- depth >= 2
+
+
+def _trajectory_every(config: ExperimentConfig, shapes: list[tuple[int, int]]) -> int:
+    """Thinning of stored snapshots: every ``record_every`` steps, capped at ~256 MB of snapshots."""
+    s = config.sgd
+    d = networks.n_params(shapes)
+    budget = 256e6 / 8 / (d * s.replicas)
+    every = max(s.record_every, math.ceil(s.steps / max(budget, 1.0)))
+    return int(every)
+
+
+def _deep(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]],
+          progress: bool) -> _Outcome:
+    from sgdfluct.analysis.alignment import measure_layered_covariance
+    from sgdfluct.landscape import ivfr_analysis
+    from sgdfluct.plotting import two_layer as plot_two
+    from sgdfluct.theory.layered import layered_covariance
+    from sgdfluct.theory.noise import sampling_note
+    from sgdfluct.theory.symmetry import check_null_space, imbalance_eigenvalues
+
+    x, y = data.inputs, data.targets
+    s, a = config.sgd, config.analysis
+    theta0 = networks.balanced_minimum(x, y, shapes)
+    sim = _simulate(config, data, shapes, theta0, progress,
+                    trajectory_every=_trajectory_every(config, shapes))
+    meas = measure_layered_covariance(
+        sim.trajectory, sim.trajectory_steps, shapes, x, y, learning_rate=s.learning_rate,
+    )
+    theta_ref = meas.theta_ref
+    hess = networks.hessian(theta_ref, shapes, x, y)
+    noise = networks.noise_covariance(theta_ref, shapes, x, y)
+    rng = np.random.default_rng(np.random.SeedSequence([s.seed, config.data.seed, 11]))
+    common = dict(learning_rate=s.learning_rate, batch_size=s.batch_size, sampling=s.sampling)
+    theories = {
+        method: layered_covariance(theta_ref, shapes, x, y, method=method, rng=rng, **common)
+        for method in ("continuum", "discrete", "multiplicative", "renormalized")
+    }
+    best = theories["renormalized"]
+    summary: dict[str, Any] = {
+        "alpha": config.data.alpha,
+        "theory_note": sampling_note(s.sampling),
+        "n_windows": meas.n_windows,
+        "window_steps": meas.window_steps,
+        "burn_in_step": meas.burn_in_step,
+        "range_dim": meas.range_dim,
+        "null_variance": meas.null_variance,
+        "range_variance": meas.range_variance,
+        "n_records": sim.n_records,
+        "engine": sim.engine,
+        "simulation_seconds": sim.seconds,
+    }
+    layers: dict[str, Any] = {}
+    for layer in range(1, len(shapes) + 1):
+        entry: dict[str, Any] = {"noise_floor": meas.noise_floor(layer)}
+        for method, theory in theories.items():
+            entry[f"rel_error_{method}"] = meas.relative_error(theory.cov, layer)
+        block = meas.layer(layer)
+        eig = np.linalg.eigvalsh(block)
+        eig = eig[eig > eig.max() * 1e-8]
+        entry["anisotropy"] = float(eig.std() / eig.mean())
+        layers[f"layer_{layer}"] = entry
+    summary["layers"] = layers
+    summary["rel_error_discrete"] = max(v["rel_error_renormalized"] for v in layers.values())
+    summary["rel_error_continuum"] = max(v["rel_error_continuum"] for v in layers.values())
+    summary["theory_converged"] = {m: bool(t.converged) for m, t in theories.items()}
+
+    null = check_null_space(theta_ref, shapes, x, y)
+    summary["null_space"] = {
+        "expected_dim": null.expected_dim,
+        "null_dim_hessian": null.null_dim_hessian,
+        "null_dim_noise": null.null_dim_noise,
+        "symmetry_rank": null.symmetry_rank,
+        "rank_deficient": null.rank_deficient,
+        "spans": bool(null.spans_null_space),
+    }
+    imbalance = imbalance_eigenvalues(sim.trajectory, shapes)  # (R, T, L - 1, N_h)
+    summary.update(_equilibrium_metrics(config, data, shapes, imbalance, meas))
+
+    ivfr_rng = np.random.default_rng(np.random.SeedSequence([s.seed, config.data.seed, 13]))
+    ivfr_sim = ivfr_analysis(meas.cov, theta_ref, shapes, x, y, factor=a.flatness_factor,
+                             window_covs=meas.window_covs, bootstrap=a.bootstrap, rng=ivfr_rng)
+    ivfr_theory = ivfr_analysis(best.cov, theta_ref, shapes, x, y, factor=a.flatness_factor,
+                                bootstrap=a.bootstrap, rng=ivfr_rng)
+    summary["ivfr"] = _ivfr_block(ivfr_sim)
+    summary["ivfr_theory"] = _ivfr_block(ivfr_theory)
+    summary["ivfr_continuum"] = _ivfr_block(
+        ivfr_analysis(theories["continuum"].cov, theta_ref, shapes, x, y,
+                      factor=a.flatness_factor, bootstrap=a.bootstrap, rng=ivfr_rng)
+    )
+
+    def imbalance_figure() -> Any:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        predicted = summary.get("equilibrium", {}).get("predicted_imbalance")
+        plot_two.plot_imbalance(sim.trajectory_steps, imbalance,
+                                predicted=None if predicted is None else np.asarray(predicted),
+                                ax=ax)
+        return fig
+
+    def spectra_figure() -> Any:
+        layers = range(1, len(shapes) + 1)
+        fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 4), squeeze=False)
+        plot_two.plot_layer_spectra(
+            [meas.layer(l) for l in layers],
+            {m: [t.layer(shapes, l) for l in layers] for m, t in theories.items()},
+            ax=list(axes[0]),
+        )
+        fig.tight_layout()
+        return fig
+
+    figures = {
+        "imbalance": imbalance_figure,
+        "layer_spectra": spectra_figure,
+        **_ivfr_figures(ivfr_sim, ivfr_theory),
+    }
+    return _Outcome(
+        theta_ref=theta_ref,
+        mean_sim=meas.theta_ref,
+        cov_sim=meas.cov,
+        cov_sim_stderr=meas.cov_stderr,
+        hessian=hess,
+        noise_cov=noise,
+        cov_continuum=theories["continuum"].cov,
+        cov_discrete=best.cov,
+        summary=summary,
+        figures=figures,
+        extra={
+            "weight_cov_discrete_additive": xr.DataArray(theories["discrete"].cov,
+                                                         dims=("param", "param_b")),
+            "weight_cov_multiplicative": xr.DataArray(theories["multiplicative"].cov,
+                                                      dims=("param", "param_b")),
+        },
+    )
+
+
+def _equilibrium_metrics(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]],
+                         imbalance: Array, meas: Any) -> dict[str, Any]:
+    """Predicted (noise equilibrium, depth 2) vs measured imbalance eigenvalues."""
+    from sgdfluct.theory.symmetry import noise_equilibrium
+
+    out: dict[str, Any] = {}
+    if len(shapes) != 2:
+        return out
+    measured = np.asarray(imbalance)[..., 0, :]  # (R, T, N_h): the one hidden layer
+    tail = measured[:, -max(1, measured.shape[1] // 10) :, :]  # last 10 % of the run
+    eq = noise_equilibrium(data.inputs, data.targets, config.model.hidden)
+    predicted = np.sort(np.asarray(eq.imbalance_eigenvalues))
+    final = np.sort(tail.reshape(-1, tail.shape[-1]).mean(axis=0))
+    out["equilibrium"] = {
+        "predicted_imbalance": predicted.tolist(),
+        "measured_imbalance": final.tolist(),
+        "rel_error": float(np.linalg.norm(final - predicted) / max(np.linalg.norm(predicted),
+                                                                    1e-300)),
+        "saturated": bool(meas.saturation.saturated) if meas.saturation is not None else None,
+    }
+    return out
+
+
+# ----------------------------------------------------------------------------- shared
+
+
+def _test_loss_metrics(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]],
+                       outcome: _Outcome) -> dict[str, float]:
+    """Test loss at the reference point and its fluctuation contribution.
+
+    For a linear model the expected test loss over the stationary distribution is
+    ``L_test(theta_ref) + ½ tr(H_test Σ)`` to second order (exact for one layer), with
+    ``H_test`` the Hessian of the test loss; the second term is the fluctuation contribution.
+    """
+    if data.test_inputs.shape[0] == 0:
+        return {}
+    xt, yt = data.test_inputs, data.test_targets
+    ref_loss = networks.loss(outcome.theta_ref, shapes, xt, yt)
+    h_test = networks.hessian(outcome.theta_ref, shapes, xt, yt)
+    fluct_sim = 0.5 * float(np.sum(h_test * outcome.cov_sim))
+    fluct_theory = 0.5 * float(np.sum(h_test * outcome.cov_discrete))
+    return {
+        "train_loss_ref": networks.loss(outcome.theta_ref, shapes, data.inputs, data.targets),
+        "test_loss_ref": ref_loss,
+        "test_loss_fluctuation_sim": fluct_sim,
+        "test_loss_fluctuation_theory": fluct_theory,
+        "test_loss_sgd": ref_loss + fluct_sim,
+    }
+
+
+def _dataset(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]],
+             outcome: _Outcome, toml_text: str) -> xr.Dataset:
+    pp = ("param", "param_b")
+    variables = {
+        "inputs": (("sample", "input"), data.inputs),
+        "targets": (("sample", "output"), data.targets),
+        "theta_ref": (("param",), outcome.theta_ref),
+        "weight_mean_sim": (("param",), outcome.mean_sim),
+        "weight_cov_sim": (pp, outcome.cov_sim),
+        "weight_cov_sim_stderr": (pp, outcome.cov_sim_stderr),
+        "hessian": (pp, outcome.hessian),
+        "noise_cov": (pp, outcome.noise_cov),
+        "weight_cov_continuum": (pp, outcome.cov_continuum),
+        "weight_cov_discrete": (pp, outcome.cov_discrete),
+    }
+    layer = networks.layer_index(shapes).astype(np.int32)
+    ds = xr.Dataset(
+        {k: xr.DataArray(np.asarray(v[1], dtype=float), dims=v[0]) for k, v in variables.items()},
+        coords={"layer": ("param", layer), "layer_b": ("param_b", layer)},
+    )
+    for name, array in outcome.extra.items():
+        ds[name] = array
+    ds.attrs.update(
+        {
+            "config": toml_text,
+            "version": __version__,
+            "data_seed": config.data.seed,
+            "sgd_seed": config.sgd.seed,
+            "depth": config.model.depth,
+            "layer_shapes": str(shapes),
+            "parameter_order": "row-major vec(W_1), then vec(W_2), ... (forward order)",
+        }
+    )
+    return ds
+
+
+def _draw(makers: dict[str, FigureMaker], folder: Path) -> None:
+    for name, make in makers.items():
+        fig = make()
+        try:
+            atomic_save_figure(fig, folder / f"{name}.png")
+        finally:
+            plt.close(fig)

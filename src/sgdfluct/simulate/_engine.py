@@ -1,0 +1,329 @@
+"""The multi-replica SGD driver: chunking, recording, divergence checks, progress."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sgdfluct import networks
+from sgdfluct.simulate import _kernels
+from sgdfluct.simulate._sampling import IndexStream, replica_seeds
+from sgdfluct.simulate._stats import StreamingMoments
+
+__all__ = ["DivergenceError", "SimulationResult", "simulate"]
+
+Array = NDArray[np.float64]
+
+#: Default number of SGD steps per kernel call (bounded further by the snapshot memory).
+CHUNK_STEPS = 2048
+#: Maximum bytes of the per-chunk snapshot buffer (R x snapshots x d float64).
+SNAPSHOT_BYTES = 32 * 2**20
+#: Divergence: |theta - theta0| > GROWTH_BOUND * (1 + |theta0|) in any entry.
+GROWTH_BOUND = 1e6
+ENGINES = ("auto", "numba", "numpy")
+
+
+class DivergenceError(RuntimeError):
+    """SGD left the basin: non-finite weights or unbounded growth."""
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Stationary statistics of a multi-replica SGD run.
+
+    Attributes
+    ----------
+    mean : ndarray (d,)
+        Stationary mean over replicas and recorded steps.
+    mean_stderr : ndarray (d,)
+        Batch-means standard error of ``mean``.
+    cov : ndarray (d, d)
+        Stationary covariance about ``mean``, pooled over replicas and records.
+    cov_stderr : ndarray (d, d)
+        Batch-means standard error of every entry of ``cov`` (records of each replica cut into
+        ``n_batches`` contiguous batches; autocorrelation within a batch is accounted for).
+    lag1 : ndarray (d, d)
+        ``mean_k (theta_k - mean)(theta_{k+1} - mean)^T`` over recorded steps k, with ``k+1``
+        the next SGD step; ``(lag1 - lag1.T) / (2 eta)`` estimates the current Q (SPEC §6).
+    lag1_stderr : ndarray (d, d)
+    replica_means : ndarray (R, d)
+    n_records : int
+        Records per replica.
+    trajectory : ndarray (R, T, d) or None
+        Snapshots every ``trajectory_every`` steps over the whole run (burn-in included).
+    trajectory_steps : ndarray (T,) or None
+        Step index of each snapshot.
+    final : ndarray (R, d)
+        Weights after the last step.
+    engine : str
+        ``"numba"`` or ``"numpy"``.
+    seconds : float
+        Wall time of the run.
+    diverged : bool
+        Always False (divergence raises :class:`DivergenceError`); kept for the result contract.
+    """
+
+    mean: Array
+    mean_stderr: Array
+    cov: Array
+    cov_stderr: Array
+    lag1: Array
+    lag1_stderr: Array
+    replica_means: Array
+    n_records: int
+    trajectory: Array | None
+    trajectory_steps: NDArray[np.int64] | None
+    final: Array
+    engine: str
+    seconds: float
+    diverged: bool = False
+
+
+def _check_int(name: str, value: int, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _divergence(
+    theta: Array,
+    theta0: Array,
+    step: int,
+    shapes: Sequence[tuple[int, int]],
+    inputs: Array,
+    targets: Array,
+    learning_rate: float,
+) -> None:
+    finite = bool(np.isfinite(theta).all())
+    if finite:
+        with np.errstate(over="ignore", invalid="ignore"):
+            grown = bool(np.any(np.abs(theta - theta0) > GROWTH_BOUND * (1.0 + np.abs(theta0))))
+        if not grown:
+            return
+    try:
+        h = networks.hessian(theta0[0], shapes, inputs, targets)
+        lam = float(np.linalg.eigvalsh(h)[-1])
+    except (np.linalg.LinAlgError, ValueError, MemoryError):  # pragma: no cover
+        lam = float("nan")
+    bound = 2.0 / lam if lam > 0 else float("inf")
+    what = "non-finite weights" if not finite else f"weights grew beyond {GROWTH_BOUND:g} x scale"
+    raise DivergenceError(
+        f"SGD diverged ({what}) by step {step}: learning_rate={learning_rate:g}, "
+        f"lambda_max(H) at theta0 = {lam:.6g}, stability bound 2/lambda_max = {bound:.6g} "
+        "(with finite batches the mean-square stability bound is lower still)"
+    )
+
+
+def simulate(
+    inputs: Array,
+    targets: Array,
+    shapes: Sequence[tuple[int, int]],
+    theta0: Array,
+    *,
+    learning_rate: float,
+    batch_size: int,
+    sampling: str = "with_replacement",
+    steps: int,
+    burn_in: int,
+    record_every: int = 1,
+    replicas: int = 1,
+    seed: int | np.random.SeedSequence = 0,
+    n_batches: int = 16,
+    trajectory_every: int | None = None,
+    progress: bool = False,
+    engine: str = "auto",
+    chunk_steps: int = CHUNK_STEPS,
+) -> SimulationResult:
+    """Run ``replicas`` independent SGD chains and return their stationary statistics.
+
+    Parameters
+    ----------
+    inputs : ndarray (P, N_i)
+        Design matrix X.
+    targets : ndarray (P, N_o)
+        Labels y (a 1-D array of length P is read as N_o = 1).
+    shapes : sequence of (rows, cols)
+        Shapes of ``W_1 .. W_L`` (``cols_1 = N_i``, ``rows_L = N_o``, ``cols_{l+1} = rows_l``).
+    theta0 : ndarray (d,) or (R, d)
+        Start: shared by all replicas, or one row per replica.
+    learning_rate : float
+        eta > 0.
+    batch_size : int
+        S >= 1 (<= P unless sampling with replacement).
+    sampling : {"with_replacement", "without_replacement", "epoch_shuffle"}
+        See :func:`sgdfluct.simulate.batch_indices`.
+    steps : int
+        Total SGD steps per replica (burn-in included).
+    burn_in : int
+        Steps before the first record; records are ``theta_k`` for
+        ``k = burn_in, burn_in + record_every, ... < steps``.
+    record_every : int
+        Thinning of the records.
+    replicas : int
+        R, chains advanced together.
+    seed : int or SeedSequence
+        Replica r uses ``SeedSequence(seed).spawn(R)[r]``.
+    n_batches : int
+        Batches per replica for the batch-means standard errors (>= 1, R * n_batches >= 2,
+        ``n_batches <= n_records``).
+    trajectory_every : int or None
+        Also return ``theta_k`` for ``k = 0, trajectory_every, ... <= steps``.
+    progress : bool
+        Show a tqdm progress bar.
+    engine : {"auto", "numba", "numpy"}
+        ``"auto"``: numba when importable.
+    chunk_steps : int
+        Steps per kernel call (results do not depend on it; for tests and tuning).
+
+    Returns
+    -------
+    SimulationResult
+
+    Raises
+    ------
+    DivergenceError
+        Non-finite weights or growth beyond ``1e6 (1 + |theta0|)`` (checked after every chunk).
+
+    Notes
+    -----
+    SGD (SPEC §3): ``theta_{k+1} = theta_k - (eta/S) sum_{mu in B_k} grad l_mu(theta_k)``,
+    ``l_mu = 1/2 ||y_mu - W_L ... W_1 x_mu||^2``. Statistics are accumulated on the fly about the
+    replica-averaged ``theta_{burn_in}`` (memory independent of ``steps``).
+    """
+    t_start = time.perf_counter()
+    x = np.ascontiguousarray(inputs, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    y = np.ascontiguousarray(y)
+    if x.ndim != 2 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"inputs (P, N_i) and targets (P, N_o) mismatch: {x.shape}, {y.shape}")
+    shapes = [(int(r), int(c)) for r, c in shapes]
+    if not shapes:
+        raise ValueError("shapes must name at least one layer")
+    if shapes[0][1] != x.shape[1] or shapes[-1][0] != y.shape[1]:
+        raise ValueError(f"shapes {shapes} do not fit inputs {x.shape} and targets {y.shape}")
+    for (r1, _), (_, c2) in zip(shapes[:-1], shapes[1:], strict=True):
+        if r1 != c2:
+            raise ValueError(f"shapes {shapes}: consecutive layers do not chain")
+    d = networks.n_params(shapes)
+    replicas = _check_int("replicas", replicas, 1)
+    steps = _check_int("steps", steps, 1)
+    burn_in = _check_int("burn_in", burn_in, 0)
+    record_every = _check_int("record_every", record_every, 1)
+    n_batches = _check_int("n_batches", n_batches, 1)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    chunk_steps = _check_int("chunk_steps", chunk_steps, 1)
+    if not (np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
+    if burn_in >= steps:
+        raise ValueError(f"burn_in must be in [0, steps={steps}), got {burn_in}")
+    n_records = len(range(burn_in, steps, record_every))
+    if n_batches > n_records:
+        raise ValueError(f"n_batches must be in [1, n_records={n_records}], got {n_batches}")
+    if replicas * n_batches < 2:
+        raise ValueError("need replicas * n_batches >= 2 for standard errors")
+    if trajectory_every is not None:
+        trajectory_every = _check_int("trajectory_every", trajectory_every, 1)
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "auto":
+        engine = "numba" if _kernels.HAVE_NUMBA else "numpy"
+    if engine == "numba" and not _kernels.HAVE_NUMBA:
+        raise ValueError("engine='numba' requested but numba is not importable")
+    kernel = _kernels.numba_chunk if engine == "numba" else _kernels.numpy_chunk
+
+    th0 = np.asarray(theta0, dtype=np.float64)
+    if th0.shape == (d,):
+        th0 = np.broadcast_to(th0, (replicas, d))
+    if th0.shape != (replicas, d):
+        raise ValueError(f"theta0 must have shape ({d},) or ({replicas}, {d}), got {th0.shape}")
+    if not np.isfinite(th0).all():
+        raise ValueError("theta0 has non-finite entries")
+    theta = np.array(th0, dtype=np.float64, order="C")
+    th0 = theta.copy()
+
+    rows = np.array([r for r, _ in shapes], dtype=np.int64)
+    cols = np.array([c for _, c in shapes], dtype=np.int64)
+    off = np.concatenate([[0], np.cumsum(rows * cols)[:-1]]).astype(np.int64)
+    stream = IndexStream(x.shape[0], batch_size, sampling, replica_seeds(seed, replicas))
+
+    traj_steps = None if trajectory_every is None else np.arange(0, steps + 1, trajectory_every)
+    traj = None if traj_steps is None else np.empty((replicas, traj_steps.size, d))
+    ti = 0
+    stats: StreamingMoments | None = None
+    # chunk length bounded so that the snapshot buffer stays below SNAPSHOT_BYTES
+    per_step = 2.0 / record_every + (0 if trajectory_every is None else 1.0 / trajectory_every)
+    max_snap = max(2, SNAPSHOT_BYTES // (8 * replicas * d))
+    chunk = int(max(1, min(chunk_steps, max_snap / per_step - 2)))
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, unit="step", desc=f"SGD x{replicas} ({engine})")
+    k = 0  # steps done
+    try:
+        while k < steps:
+            # the reference point is set at burn_in: make it a chunk boundary
+            end = min(steps, k + chunk)
+            if k < burn_in < end:
+                end = burn_in
+            n = end - k
+            idx = stream.take(n)
+            # snapshots: records (k_rec and k_rec + 1) and trajectory points in [k, end]
+            first = max(burn_in, k)
+            first += (-(first - burn_in)) % record_every
+            rec = np.arange(first, min(end, steps), record_every, dtype=np.int64)
+            rec = rec[rec + 1 <= end]  # k_rec + 1 must be inside this chunk
+            # a record at step end (== start of next chunk) is taken in the next chunk
+            wanted = [rec - k, rec + 1 - k]
+            if traj_steps is not None:
+                tsel = traj_steps[(traj_steps >= k) & (traj_steps <= end)]
+                if ti and tsel.size and tsel[0] == traj_steps[ti - 1]:
+                    tsel = tsel[1:]
+                wanted.append(tsel - k)
+            else:
+                tsel = np.empty(0, dtype=np.int64)
+            snap_at = np.unique(np.concatenate(wanted)).astype(np.int64)
+            out = np.empty((replicas, snap_at.size, d))
+            kernel(theta, x, y, idx, float(learning_rate), rows, cols, off, snap_at, out)
+            _divergence(theta, th0, end, shapes, x, y, learning_rate)
+            if rec.size:
+                if stats is None:
+                    ref = out[:, np.searchsorted(snap_at, rec[0] - k)].mean(axis=0)
+                    stats = StreamingMoments(ref, replicas, n_records, n_batches)
+                stats.add(
+                    out[:, np.searchsorted(snap_at, rec - k)],
+                    out[:, np.searchsorted(snap_at, rec + 1 - k)],
+                )
+            if traj is not None and tsel.size:
+                traj[:, ti : ti + tsel.size] = out[:, np.searchsorted(snap_at, tsel - k)]
+                ti += tsel.size
+            k = end
+            if bar is not None:
+                bar.update(n)
+    finally:
+        if bar is not None:
+            bar.close()
+    assert stats is not None
+    mom = stats.result()
+    return SimulationResult(
+        mean=mom.mean,
+        mean_stderr=mom.mean_stderr,
+        cov=mom.cov,
+        cov_stderr=mom.cov_stderr,
+        lag1=mom.lag1,
+        lag1_stderr=mom.lag1_stderr,
+        replica_means=mom.replica_means,
+        n_records=n_records,
+        trajectory=traj,
+        trajectory_steps=traj_steps,
+        final=theta,
+        engine=engine,
+        seconds=time.perf_counter() - t_start,
+    )

@@ -1,0 +1,274 @@
+"""Sweep files, cells, seeds, local execution and resumption (sgdfluct.experiments.sweep)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from sgdfluct.config import ConfigError, load_config
+from sgdfluct.experiments._cells import synthetic_cell, synthetic_metrics
+from sgdfluct.experiments.sweep import (
+    SweepIncomplete,
+    SweepSpec,
+    cells,
+    collect_sweep,
+    load_sweep,
+    run_sweep,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "configs" / "sweep_example.toml"
+BASE = REPO / "configs" / "single_layer.toml"
+
+
+def _write_sweep(tmp_path: Path, body: str, name: str = "sweep.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(f'base = "{BASE.as_posix()}"\n{body}')
+    return path
+
+
+def _log_lines(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+# --- sweep files ------------------------------------------------------------------------------
+
+
+def test_example_sweep_file_loads() -> None:
+    spec = load_sweep(EXAMPLE)
+    assert dict(spec.grid) == {"data.n_samples": (20, 40, 80), "sgd.learning_rate": (0.02, 0.05)}
+    assert spec.replicates == 1
+    assert spec.base == load_config(BASE)
+    ids = [c.cell_id for c in cells(spec)]
+    assert ids[0] == "data.n_samples=20__sgd.learning_rate=0.02__rep=0"
+    assert len(ids) == len(set(ids)) == 6
+
+
+def test_replicates_top_level_or_in_grid(tmp_path: Path) -> None:
+    top = load_sweep(_write_sweep(tmp_path, 'replicates = 3\n[grid]\n"data.n_samples" = [20]\n'))
+    inside = load_sweep(_write_sweep(tmp_path, '[grid]\n"data.n_samples" = [20]\nreplicates = 3\n'))
+    assert top.replicates == inside.replicates == 3
+    assert top.shape == (1, 3)
+    with pytest.raises(ConfigError, match="replicates"):
+        load_sweep(
+            _write_sweep(
+                tmp_path, 'replicates = 2\n[grid]\n"data.n_samples" = [20]\nreplicates = 3\n'
+            )
+        )
+    with pytest.raises(ConfigError, match="replicates"):
+        load_sweep(_write_sweep(tmp_path, '[grid]\n"data.n_samples" = [20]\nreplicates = 0\n'))
+
+
+@pytest.mark.parametrize(
+    ("grid", "named"),
+    [
+        ('"sgd.learning_rate" = [0.05, -1.0]', "sgd.learning_rate"),
+        ('"data.n_samples" = [20, "many"]', "data.n_samples"),
+        ('"sgd.batch_size" = [4, 1000]', "sgd.batch_size"),  # > n_samples: cross-field check
+        ('"data.nonsense" = [1]', "data.nonsense"),
+        ('"learning_rate" = [0.1]', "learning_rate"),
+        ('"data.n_samples" = []', "data.n_samples"),
+        ('"data.n_samples" = [20, 20]', "data.n_samples"),
+    ],
+)
+def test_bad_grid_fails_up_front_naming_the_key(tmp_path: Path, grid: str, named: str) -> None:
+    path = _write_sweep(tmp_path, f"[grid]\n{grid}\n")
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_sweep(path)
+
+
+def test_missing_base_and_unknown_keys(tmp_path: Path) -> None:
+    missing = tmp_path / "a.toml"
+    missing.write_text('base = "nope.toml"\n[grid]\n"data.n_samples" = [20]\n')
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_sweep(missing)
+    with pytest.raises(ConfigError, match="bogus"):
+        load_sweep(_write_sweep(tmp_path, 'bogus = 1\n[grid]\n"data.n_samples" = [20]\n'))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_sweep(tmp_path / "absent.toml")
+
+
+def test_base_path_is_relative_to_the_sweep_file(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "base.toml").write_text(BASE.read_text())
+    path = tmp_path / "sub" / "s.toml"
+    path.write_text('base = "base.toml"\n[grid]\n"data.n_samples" = [20]\n')
+    assert load_sweep(path).base == load_config(BASE)
+
+
+# --- cells and seeds --------------------------------------------------------------------------
+
+
+def test_seeds_per_replicate_are_stable_and_distinct() -> None:
+    base = load_config(BASE)
+    spec2 = SweepSpec(base=base, grid={"data.n_samples": [20, 40]}, replicates=2)
+    spec3 = SweepSpec(base=base, grid={"data.n_samples": [20, 40, 80]}, replicates=3)
+    by_id2 = {c.cell_id: c for c in cells(spec2)}
+    by_id3 = {c.cell_id: c for c in cells(spec3)}
+    # adding a grid point or a replicate changes no existing cell
+    for cell_id, cell in by_id2.items():
+        assert by_id3[cell_id].config == cell.config
+    # replicate 0 keeps the base seeds; other replicates get distinct data and SGD seeds
+    rep0 = by_id3["data.n_samples=20__rep=0"].config
+    assert (rep0.data.seed, rep0.sgd.seed) == (base.data.seed, base.sgd.seed)
+    seeds = {(c.config.data.seed, c.config.sgd.seed) for c in by_id3.values() if c.index[0] == 0}
+    assert len(seeds) == 3
+    # the seeds of a replicate follow from the cell's own config (SeedSequence spawn_key=(r,))
+    child = np.random.SeedSequence([base.data.seed, base.sgd.seed]).spawn(3)[2]
+    expected = tuple(int(s) for s in child.generate_state(2, dtype=np.uint32))
+    rep2 = by_id3["data.n_samples=40__rep=2"].config
+    assert (rep2.data.seed, rep2.sgd.seed) == expected
+
+
+def test_cell_ids_are_sanitized_and_unique() -> None:
+    spec = SweepSpec(
+        base=load_config(BASE),
+        grid={"data.inputs": ["gaussian", "student_t"], "sgd.learning_rate": [1, 0.5]},
+    )
+    ids = [c.cell_id for c in cells(spec)]
+    assert ids[0] == "data.inputs=gaussian__sgd.learning_rate=1.0__rep=0"  # int 1 validated to 1.0
+    assert all("/" not in i and " " not in i for i in ids)
+    assert spec.grid["sgd.learning_rate"] == (1.0, 0.5)
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def test_run_sweep_gathers_metrics_and_resumes(tmp_path: Path) -> None:
+    spec = SweepSpec(
+        base=load_config(BASE),
+        grid={"data.n_samples": [20, 40], "sgd.learning_rate": [0.02, 0.05]},
+        replicates=2,
+    )
+    log = tmp_path / "log.txt"
+    fn = functools.partial(synthetic_cell, log=log)
+    out = tmp_path / "out"
+    ds = run_sweep(spec, out, workers=2, cell_fn=fn)
+    assert len(_log_lines(log)) == 8
+    assert ds.sizes == {"data.n_samples": 2, "sgd.learning_rate": 2, "replicate": 2}
+    assert list(ds["data.n_samples"].values) == [20, 40]
+    # flattened nested metrics; booleans as 0/1; strings and lists dropped
+    assert set(ds.data_vars) == {
+        "train_loss",
+        "n_params",
+        "sgd.noise_scale",
+        "sgd.mc_mean",
+        "underparameterized",
+    }
+    assert ds["n_params"].dtype == np.int64
+    cell = cells(spec)[5]
+    expected = synthetic_metrics(cell.config)
+    got = ds.isel(dict(zip(ds["train_loss"].dims, cell.index, strict=True)))
+    assert float(got["train_loss"]) == expected["train_loss"]
+    assert float(got["sgd.mc_mean"]) == expected["sgd"]["mc_mean"]
+    assert str(got["cell_id"].values) == cell.cell_id
+    assert json.loads((out / "cells" / cell.cell_id / "cell.json").read_text())["replicate"] == 1
+    # the file on disk is the returned dataset
+    with xr.open_dataset(out / "sweep.nc", engine="h5netcdf") as on_disk:
+        xr.testing.assert_identical(on_disk.load(), ds)
+    # re-running computes nothing and gives the same dataset
+    again = run_sweep(spec, out, workers=1, cell_fn=fn)
+    assert len(_log_lines(log)) == 8
+    xr.testing.assert_identical(again, ds)
+    # a deleted cell is recomputed alone
+    import shutil
+
+    shutil.rmtree(out / "cells" / cell.cell_id)
+    xr.testing.assert_identical(run_sweep(spec, out, workers=2, cell_fn=fn), ds)
+    assert len(_log_lines(log)) == 9
+
+
+def test_growing_the_grid_computes_only_new_cells(tmp_path: Path) -> None:
+    base = load_config(BASE)
+    log = tmp_path / "log.txt"
+    fn = functools.partial(synthetic_cell, log=log)
+    small = SweepSpec(base=base, grid={"data.n_samples": [20, 40]})
+    big = SweepSpec(base=base, grid={"data.n_samples": [20, 40, 80]})
+    run_sweep(small, tmp_path / "out", workers=1, cell_fn=fn)
+    ds_big = run_sweep(big, tmp_path / "out", workers=1, cell_fn=fn)
+    assert [line.split()[0] for line in _log_lines(log)][-1] == "80"
+    assert len(_log_lines(log)) == 3
+    fresh = run_sweep(big, tmp_path / "fresh", workers=2, cell_fn=synthetic_cell)
+    xr.testing.assert_identical(ds_big, fresh)
+
+
+def test_stale_cells_from_another_config_are_refused(tmp_path: Path) -> None:
+    base = load_config(BASE)
+    spec = SweepSpec(base=base, grid={"data.n_samples": [20]})
+    run_sweep(spec, tmp_path, workers=1, cell_fn=synthetic_cell)
+    from sgdfluct.config import with_overrides
+
+    changed = SweepSpec(
+        base=with_overrides(base, {"data.label_noise": 2.0}), grid={"data.n_samples": [20]}
+    )
+    with pytest.raises(ConfigError, match="different config"):
+        run_sweep(changed, tmp_path, workers=1, cell_fn=synthetic_cell)
+
+
+def test_failing_cell_raises_sweep_incomplete(tmp_path: Path) -> None:
+    spec = SweepSpec(base=load_config(BASE), grid={"data.n_samples": [20, 40]})
+    fn = functools.partial(synthetic_cell, log=tmp_path / "no_such_dir" / "log.txt")
+    with pytest.raises(SweepIncomplete) as info:
+        run_sweep(spec, tmp_path / "out", workers=1, cell_fn=fn)
+    assert info.value.n_done == 0 and info.value.n_total == 2 and not info.value.interrupted
+    assert "FileNotFoundError" in next(iter(info.value.failures.values()))
+    assert "re-run" in str(info.value)
+    assert not (tmp_path / "out" / "sweep.nc").exists()
+    assert [p.name for p in (tmp_path / "out" / "cells").iterdir()] == []  # no temporary litter
+
+
+def test_collect_with_missing_cells(tmp_path: Path) -> None:
+    spec = SweepSpec(base=load_config(BASE), grid={"data.n_samples": [20, 40]})
+    run_sweep(
+        SweepSpec(base=spec.base, grid={"data.n_samples": [20]}),
+        tmp_path,
+        workers=1,
+        cell_fn=synthetic_cell,
+    )
+    with pytest.raises(SweepIncomplete):
+        collect_sweep(spec, tmp_path)
+    ds = collect_sweep(spec, tmp_path, allow_missing=True)
+    assert np.isnan(ds["train_loss"].sel({"data.n_samples": 40})).all()
+    assert np.isfinite(ds["train_loss"].sel({"data.n_samples": 20})).all()
+    assert ds["n_params"].dtype == np.float64  # integers cannot hold the gap
+    assert json.loads(ds.attrs["missing_cells"]) == ["data.n_samples=40__rep=0"]
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    spec = SweepSpec(base=load_config(BASE))
+    with pytest.raises(ConfigError, match="workers"):
+        run_sweep(spec, tmp_path, workers=0, cell_fn=synthetic_cell)
+    with pytest.raises(ConfigError, match="retries"):
+        run_sweep(spec, tmp_path, retries=-1, cell_fn=synthetic_cell)
+    assert [c.cell_id for c in cells(spec)] == ["rep=0"]
+
+
+def _runner_available() -> bool:
+    try:
+        import sgdfluct.runner  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _runner_available(), reason="sgdfluct.runner not available yet")
+def test_real_runner_cells(tmp_path: Path) -> None:
+    from sgdfluct.config import with_overrides
+
+    base = with_overrides(
+        load_config(BASE),
+        {"data.n_in": 4, "sgd.steps": 2000, "sgd.burn_in": 200, "sgd.replicas": 2},
+    )
+    spec = SweepSpec(base=base, grid={"data.n_samples": [12, 24]})
+    ds = run_sweep(spec, tmp_path, workers=2)
+    for cell in cells(spec):
+        folder = tmp_path / "cells" / cell.cell_id
+        assert (folder / "summary.json").is_file() and (folder / "result.nc").is_file()
+    assert len(ds.data_vars) > 0
+    assert all(np.isfinite(ds[v]).any() for v in ds.data_vars)

@@ -1,0 +1,73 @@
+"""Sweeps on a Dask cluster give the same sweep.nc as local processes (any number of workers)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from sgdfluct.config import ConfigError, load_config
+from sgdfluct.experiments._cells import dying_cell, synthetic_cell
+from sgdfluct.experiments.sweep import SweepSpec, cells, run_sweep
+
+distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.dask
+
+BASE = Path(__file__).resolve().parents[2] / "configs" / "single_layer.toml"
+
+
+@pytest.fixture(scope="module")
+def cluster():  # type: ignore[no-untyped-def]
+    with distributed.LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as local_cluster:
+        yield local_cluster
+
+
+def _spec() -> SweepSpec:
+    return SweepSpec(
+        base=load_config(BASE),
+        grid={"data.n_samples": [20, 40, 80], "sgd.learning_rate": [0.02, 0.05]},
+        replicates=2,
+    )
+
+
+def test_dask_matches_local_workers(tmp_path: Path, cluster) -> None:  # type: ignore[no-untyped-def]
+    spec = _spec()
+    on_dask = run_sweep(
+        spec, tmp_path / "dask", scheduler=cluster.scheduler_address, cell_fn=synthetic_cell
+    )
+    two = run_sweep(spec, tmp_path / "two", workers=2, cell_fn=synthetic_cell)
+    one = run_sweep(spec, tmp_path / "one", workers=1, cell_fn=synthetic_cell)
+    xr.testing.assert_identical(on_dask, two)
+    xr.testing.assert_identical(on_dask, one)
+    with xr.open_dataset(tmp_path / "dask" / "sweep.nc", engine="h5netcdf") as on_disk:
+        xr.testing.assert_identical(on_disk.load(), one)
+    assert len(list((tmp_path / "dask" / "cells").iterdir())) == len(cells(spec))
+
+
+def test_dask_killed_worker_is_rescheduled(tmp_path: Path, cluster) -> None:  # type: ignore[no-untyped-def]
+    # the first attempt of the n_samples=40 cells SIGKILLs its Dask worker; the nanny restarts it
+    # and the scheduler reschedules the lost task, so the sweep completes with the same numbers
+    spec = _spec()
+    marker = tmp_path / "killed.marker"
+    fn = functools.partial(dying_cell, marker=marker, n_samples=40)
+    got = run_sweep(spec, tmp_path / "out", scheduler=cluster.scheduler_address, cell_fn=fn)
+    assert marker.exists()
+    reference = run_sweep(spec, tmp_path / "ref", workers=2, cell_fn=synthetic_cell)
+    xr.testing.assert_identical(got, reference)
+
+
+def test_unreachable_scheduler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sgdfluct.experiments import _executors
+
+    monkeypatch.setattr(_executors, "_CONNECT_TIMEOUT_S", 1.0)
+    spec = SweepSpec(base=load_config(BASE))
+    with pytest.raises(ConfigError, match="scheduler"):
+        run_sweep(spec, tmp_path, scheduler="tcp://127.0.0.1:9", cell_fn=synthetic_cell)
