@@ -172,3 +172,11 @@ def test_continuum_deviation_is_order_eta(rng: np.random.Generator) -> None:
         dev.append(np.linalg.norm(s - m) / np.linalg.norm(m))
     slope = np.polyfit(np.log(etas), np.log(dev), 1)[0]
     assert abs(slope - 1) < SLOPE_TOL, (slope, dev)
+
+
+def test_benchmark_exact_solver_runs() -> None:
+    from sgdfluct.theory.discrete import benchmark_exact_solver
+
+    out = benchmark_exact_solver(n_in=8, n_samples=30, seed=1)
+    assert out["residual"] < RESIDUAL_TOL
+    assert out["exact_seconds"] > 0 and out["lyapunov_seconds"] > 0

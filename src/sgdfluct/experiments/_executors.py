@@ -43,12 +43,15 @@ def _init_worker(threads: int) -> None:
 
 
 def _mp_context() -> Any:
-    """forkserver where available (fast, fork-safe: the server preloads the sweep module once),
-    spawn elsewhere. Both need picklable, importable cell functions."""
+    """forkserver where available, spawn elsewhere; cell functions must be picklable and importable.
+
+    The forkserver preloads the package once, so workers start fast (the preload list is
+    process-wide; it only takes effect when the server starts).
+    """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["sgdfluct.experiments.sweep"])
+    context.set_forkserver_preload(["sgdfluct.experiments.sweep", "sgdfluct.networks"])
     return context
 
 
@@ -73,7 +76,9 @@ def run_local(
     from sgdfluct.experiments.sweep import run_cell
 
     out_dir = out_dir.resolve()
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    # one BLAS/OpenMP thread per worker, whatever the number of workers: results are then
+    # bit-identical for any ``workers`` (and match Dask workers, whose nannies also pin 1 thread)
+    threads = 1
     failures: dict[str, str] = {}
     pending = list(todo)
     attempt = 0

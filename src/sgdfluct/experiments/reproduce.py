@@ -35,12 +35,17 @@ def _spec(sweep: SweepDef) -> Any:
     grid = "\n".join(f"{json.dumps(k)} = {json.dumps(list(v))}" for k, v in sweep.grid.items())
     text = f"# sweep {sweep.name}\n{config_to_toml(base)}\n[grid]\n{grid}\n"
     text += f"replicates = {sweep.replicates}\n"
-    return SweepSpec(base=base, grid={k: tuple(v) for k, v in sweep.grid.items()},
-                     replicates=sweep.replicates, text=text)
+    return SweepSpec(
+        base=base,
+        grid={k: tuple(v) for k, v in sweep.grid.items()},
+        replicates=sweep.replicates,
+        text=text,
+    )
 
 
-def _run(sweep: SweepDef, folder: Path, workers: int | None, progress: bool
-         ) -> tuple[xr.Dataset | None, str]:
+def _run(
+    sweep: SweepDef, folder: Path, workers: int | None, progress: bool
+) -> tuple[xr.Dataset | None, str]:
     """Run one sweep; return its metrics (None if nothing finished) and an error text."""
     from sgdfluct.experiments.sweep import SweepIncomplete, collect_sweep, run_sweep
 
@@ -57,8 +62,9 @@ def _run(sweep: SweepDef, folder: Path, workers: int | None, progress: bool
     return ds, error
 
 
-def _claim_result(claim: ClaimSpec, ds: xr.Dataset | None, error: str,
-                  figures_dir: Path) -> ClaimResult:
+def _claim_result(
+    claim: ClaimSpec, ds: xr.Dataset | None, error: str, figures_dir: Path
+) -> ClaimResult:
     figures: list[Path] = []
     try:
         if ds is None:
@@ -79,14 +85,18 @@ def _claim_result(claim: ClaimSpec, ds: xr.Dataset | None, error: str,
             + "".join(traceback.format_exception_only(exc)),
         )
     details = measurement.details
+    verdict = measurement.verdict
     if error:
         details += f"\n\nSome cells failed: {error}"
+        # a claim measured on an incomplete sweep can still fail, but cannot be said to hold
+        if verdict == "holds":
+            verdict = "inconclusive"
     return ClaimResult(
         id=claim.id,
         statement=claim.statement,
         expected=claim.expected,
         measured=measurement.measured,
-        verdict=measurement.verdict,
+        verdict=verdict,
         figures=tuple(figures),
         details=details,
     )
@@ -121,8 +131,9 @@ def reproduce(
     out = Path(out_dir)
     claims = [c for c in CLAIMS if not only or any(c.id.startswith(o) for o in only)]
     if not claims:
-        raise ConfigError(f"--only {list(only or [])} matches no claim id: "
-                          f"{[c.id for c in CLAIMS]}")
+        raise ConfigError(
+            f"--only {list(only or [])} matches no claim id: {[c.id for c in CLAIMS]}"
+        )
     defs = sweep_defs(scale)
     results: dict[str, tuple[xr.Dataset | None, str]] = {}
     for name in dict.fromkeys(c.sweep for c in claims):
@@ -134,8 +145,14 @@ def reproduce(
         "version": __version__,
         "scale": scale,
         "config hashes": {n: config_hash(_spec(defs[n]).text) for n in results},
-        "seeds": {n: {"data": defs[n].base["data"]["seed"], "sgd": defs[n].base["sgd"]["seed"],
-                      "replicates": defs[n].replicates} for n in results},
+        "seeds": {
+            n: {
+                "data": defs[n].base["data"]["seed"],
+                "sgd": defs[n].base["sgd"]["seed"],
+                "replicates": defs[n].replicates,
+            }
+            for n in results
+        },
         "machine": machine_info(),
         "runtime": f"{time.perf_counter() - start:.0f} s",
     }
