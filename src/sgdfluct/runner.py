@@ -35,7 +35,7 @@ from sgdfluct.io import (  # noqa: E402
     atomic_write_text,
 )
 
-__all__ = ["N_TEST", "run_experiment"]
+__all__ = ["N_TEST", "run_experiment", "run_experiment_without_figures"]
 
 #: size of the independent test set used for the test loss (claim 7, double descent)
 N_TEST = 2000
@@ -112,6 +112,12 @@ def run_experiment(
     return summary
 
 
+def run_experiment_without_figures(config: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
+    """:func:`run_experiment` without figures: the cell function of the reproduction's sweeps,
+    which draw their own summary figures (drawing is most of a small run's time)."""
+    return run_experiment(config, out_dir, figures=False)
+
+
 # ----------------------------------------------------------------------------- single layer
 
 
@@ -164,12 +170,15 @@ def _single_layer(config: ExperimentConfig, data: Dataset, shapes: list[tuple[in
     hess = networks.hessian(theta_ref, shapes, x, y)
     noise = networks.noise_covariance(theta_ref, shapes, x, y)
 
+    residuals = least_squares_residuals(x, y)
+    if _interpolates(residuals, y):
+        return _interpolating_single_layer(config, data, shapes, theta_ref, hess, noise, progress)
     # theory first: an unstable learning rate is reported before any simulation time is spent
     f_s = batch_factor(s.batch_size, x.shape[0], s.sampling)
     cov_cont = continuum_covariance(hess, noise, learning_rate=s.learning_rate, batch_factor=f_s)
     exact = stationary_covariance(
         x,
-        least_squares_residuals(x, y),
+        residuals,
         learning_rate=s.learning_rate,
         batch_size=s.batch_size,
         sampling=s.sampling,
@@ -302,6 +311,37 @@ def _ivfr_figures(sim: dict[int, Any], theory: dict[int, Any]) -> dict[str, Figu
     if theory:
         figures["ivfr_theory"] = make(theory, "theory")
     return figures
+
+
+#: residuals below this fraction of the label norm count as interpolation (round-off level)
+INTERPOLATION_RTOL = 1e-9
+
+
+def _interpolates(residuals: Array, targets: Array) -> bool:
+    return bool(np.linalg.norm(residuals) <= INTERPOLATION_RTOL * max(np.linalg.norm(targets), 1.0))
+
+
+def _interpolating_single_layer(config: ExperimentConfig, data: Dataset,
+                                shapes: list[tuple[int, int]], theta_ref: Array, hess: Array,
+                                noise: Array, progress: bool) -> _Outcome:
+    """Overparameterized single layer (P <= N_i): W* interpolates, every per-sample gradient
+    vanishes at W*, so SGD started there has no noise and the stationary covariance is zero
+    (SPEC §1). The simulation is still run as a check; spectra and IVFR are undefined."""
+    sim = _simulate(config, data, shapes, theta_ref, progress)
+    zero = np.zeros_like(hess)
+    summary: dict[str, Any] = {
+        "alpha": config.data.alpha,
+        "interpolating": True,
+        "theory_note": "interpolation (P <= N_i): zero residuals, no SGD noise at W*, "
+        "stationary covariance 0",
+        "sim_cov_trace": float(np.trace(sim.cov)),
+        "n_records": sim.n_records,
+        "engine": sim.engine,
+        "simulation_seconds": sim.seconds,
+    }
+    return _Outcome(theta_ref=theta_ref, mean_sim=sim.mean, cov_sim=sim.cov,
+                    cov_sim_stderr=sim.cov_stderr, hessian=hess, noise_cov=noise,
+                    cov_continuum=zero, cov_discrete=zero, summary=summary)
 
 
 def _ivfr_block(results: dict[int, Any]) -> dict[str, Any]:

@@ -256,9 +256,15 @@ def _runner_available() -> bool:
     return True
 
 
+# wall-clock timings are the only metrics of the runner's summary that may differ between runs
+TIMING_SUFFIX = "_seconds"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not _runner_available(), reason="sgdfluct.runner not available yet")
 def test_real_runner_cells(tmp_path: Path) -> None:
+    import shutil
+
     from sgdfluct.config import with_overrides
 
     base = with_overrides(
@@ -269,6 +275,37 @@ def test_real_runner_cells(tmp_path: Path) -> None:
     ds = run_sweep(spec, tmp_path, workers=2)
     for cell in cells(spec):
         folder = tmp_path / "cells" / cell.cell_id
-        assert (folder / "summary.json").is_file() and (folder / "result.nc").is_file()
+        for name in ("config.toml", "summary.json", "result.nc", "cell.json"):
+            assert (folder / name).is_file(), name
     assert len(ds.data_vars) > 0
     assert all(np.isfinite(ds[v]).any() for v in ds.data_vars)
+    # recompute one cell in a single worker: every non-timing metric is bit-identical
+    shutil.rmtree(tmp_path / "cells" / cells(spec)[1].cell_id)
+    again = run_sweep(spec, tmp_path, workers=1)
+    keep = [v for v in ds.data_vars if not str(v).endswith(TIMING_SUFFIX)]
+    xr.testing.assert_identical(again[keep], ds[keep])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _runner_available(), reason="sgdfluct.runner not available yet")
+def test_cli_sweep_small(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sgdfluct.cli import main
+
+    small = tmp_path / "small.toml"
+    small.write_text(
+        "[data]\nn_in = 4\nn_samples = 12\n[model]\ndepth = 1\n"
+        "[sgd]\nsteps = 2000\nburn_in = 200\nreplicas = 2\nbatch_size = 4\n"
+    )
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('base = "small.toml"\n[grid]\n"sgd.learning_rate" = [0.02, 0.05]\n')
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["sweep", str(sweep), "--out", str(out), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    with xr.open_dataset(out / "sweep.nc", engine="h5netcdf") as ds:
+        assert ds.sizes["sgd.learning_rate"] == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text('base = "small.toml"\n[grid]\n"sgd.learning_rate" = [-0.1]\n')
+    result = CliRunner().invoke(main, ["sweep", str(bad), "--out", str(out)])
+    assert result.exit_code != 0 and "sgd.learning_rate" in result.output

@@ -22,6 +22,7 @@ from sgdfluct.config import ConfigError, config_from_dict, config_to_toml
 from sgdfluct.experiments.claims import CLAIMS, ClaimSpec, Measurement, SweepDef, sweep_defs
 from sgdfluct.io import atomic_save_figure
 from sgdfluct.report import ClaimResult, config_hash, machine_info, write_report
+from sgdfluct.runner import run_experiment_without_figures
 
 __all__ = ["reproduce"]
 
@@ -52,7 +53,8 @@ def _run(
     spec = _spec(sweep)
     error = ""
     try:
-        ds = run_sweep(spec, folder, workers=workers, progress=progress)
+        ds = run_sweep(spec, folder, workers=workers, progress=progress,
+                       cell_fn=run_experiment_without_figures)
     except SweepIncomplete as exc:
         if exc.interrupted:
             raise

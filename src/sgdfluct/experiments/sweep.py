@@ -502,7 +502,10 @@ def collect_sweep(
         for index, metrics in summaries.items():
             value = metrics.get(name)
             array[index] = np.nan if value is None else value
-        data_vars[_variable_name(name)] = (dims, array)
+        var = _variable_name(name)
+        if var in coords:  # e.g. a metric named like a grid axis: keep both
+            var = f"summary.{var}"
+        data_vars[var] = (dims, array)
     attrs: dict[str, Any] = {
         "sweep": spec.text,
         "base_config": config_to_toml(spec.base),

@@ -1,1 +1,24 @@
-"""sgdfluct.plotting"""
+"""Figures. Every function takes ``ax=None``, draws, and returns the Axes; none saves."""
+
+from sgdfluct.plotting.landscape import (
+    plot_curvature_variance,
+    plot_loss_profiles,
+    plot_variance_flatness,
+)
+from sgdfluct.plotting.single_layer import (
+    plot_covariance_comparison,
+    plot_covariance_spectrum,
+    plot_hessian_noise_spectra,
+)
+from sgdfluct.plotting.two_layer import plot_imbalance, plot_layer_spectra
+
+__all__ = [
+    "plot_covariance_comparison",
+    "plot_covariance_spectrum",
+    "plot_curvature_variance",
+    "plot_hessian_noise_spectra",
+    "plot_imbalance",
+    "plot_layer_spectra",
+    "plot_loss_profiles",
+    "plot_variance_flatness",
+]
