@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from sgdfluct import __version__, networks  # noqa: E402
-from sgdfluct.config import ExperimentConfig, config_to_toml  # noqa: E402
+from sgdfluct.config import ConfigError, ExperimentConfig, config_to_toml  # noqa: E402
 from sgdfluct.data import Dataset, make_dataset  # noqa: E402
 from sgdfluct.io import (  # noqa: E402
     atomic_save_figure,
@@ -381,9 +381,14 @@ def _deep(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]]
     theta0 = networks.balanced_minimum(x, y, shapes)
     sim = _simulate(config, data, shapes, theta0, progress,
                     trajectory_every=_trajectory_every(config, shapes))
-    meas = measure_layered_covariance(
-        sim.trajectory, sim.trajectory_steps, shapes, x, y, learning_rate=s.learning_rate,
-    )
+    try:
+        meas = measure_layered_covariance(
+            sim.trajectory, sim.trajectory_steps, shapes, x, y, learning_rate=s.learning_rate,
+        )
+    except ValueError as exc:  # too few quasi-stationary windows: a config problem
+        raise ConfigError(
+            f"sgd.steps = {s.steps} is too short for the depth >= 2 measurement (SPEC §8a): {exc}"
+        ) from None
     theta_ref = meas.theta_ref
     hess = networks.hessian(theta_ref, shapes, x, y)
     noise = networks.noise_covariance(theta_ref, shapes, x, y)
