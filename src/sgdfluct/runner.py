@@ -100,12 +100,18 @@ def run_experiment(
     atomic_write_dataset(out / "result.nc", _dataset(config, data, shapes, outcome, toml_text))
     if figures:
         _draw(outcome.figures, out / "figures")
+    # wall-clock facts live apart from the metrics: sweeps leave them out of sweep.nc so that
+    # results do not depend on the machine or the number of workers
+    timing = {
+        "runtime_seconds": time.perf_counter() - start,
+        "simulation_seconds": outcome.summary.pop("simulation_seconds", None),
+    }
     summary = {
         "version": __version__,
         "depth": config.model.depth,
         "n_params": networks.n_params(shapes),
         **outcome.summary,
-        "runtime_seconds": time.perf_counter() - start,
+        "timing": timing,
         "machine": platform.node(),
     }
     atomic_write_json(out / "summary.json", summary)

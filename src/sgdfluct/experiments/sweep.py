@@ -420,10 +420,16 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+#: top-level summary entries that are facts about the run, not results (left out of sweep.nc)
+NON_METRIC_KEYS = frozenset({"timing"})
+
+
 def _flatten_metrics(summary: Mapping[str, Any], prefix: str = "") -> dict[str, float | int | None]:
     """Numeric scalars of a (nested) summary, keys joined by ``.``; JSON null kept as None."""
     out: dict[str, float | int | None] = {}
     for key, value in summary.items():
+        if not prefix and key in NON_METRIC_KEYS:
+            continue
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(_flatten_metrics(value, prefix=f"{name}."))

@@ -181,11 +181,71 @@ if HAVE_NUMBA:
                     out[r, si, :] = w
                     si += 1
 
-    numba_chunk = _numba_chunk
+    @njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})
+    def _numba_chunk_single(
+        theta: Array,
+        inputs: Array,
+        targets: Array,
+        idx: IntArray,
+        learning_rate: float,
+        snap_at: IntArray,
+        out: Array,
+    ) -> None:  # pragma: no cover - compiled
+        # depth 1: theta = vec(W) with W (N_o, N_i); residual first, then a rank-S update
+        n_rep, n_steps, batch = idx.shape
+        n_in = inputs.shape[1]
+        n_out = targets.shape[1]
+        n_snap = snap_at.shape[0]
+        scale = -learning_rate / batch
+        for r in prange(n_rep):
+            w = theta[r]
+            res = np.empty((batch, n_out))
+            si = 0
+            while si < n_snap and snap_at[si] == 0:
+                out[r, si, :] = w
+                si += 1
+            for j in range(n_steps):
+                for s in range(batch):
+                    mu = idx[r, j, s]
+                    x = inputs[mu]
+                    for o in range(n_out):
+                        wrow = w[o * n_in : (o + 1) * n_in]
+                        acc = 0.0
+                        for k in range(n_in):
+                            acc += wrow[k] * x[k]
+                        res[s, o] = scale * (acc - targets[mu, o])
+                for s in range(batch):
+                    x = inputs[idx[r, j, s]]
+                    for o in range(n_out):
+                        c = res[s, o]
+                        wrow = w[o * n_in : (o + 1) * n_in]
+                        for k in range(n_in):
+                            wrow[k] += c * x[k]
+                while si < n_snap and snap_at[si] == j + 1:
+                    out[r, si, :] = w
+                    si += 1
+
+    def numba_chunk(
+        theta: Array,
+        inputs: Array,
+        targets: Array,
+        idx: IntArray,
+        learning_rate: float,
+        rows: IntArray,
+        cols: IntArray,
+        off: IntArray,
+        snap_at: IntArray,
+        out: Array,
+    ) -> None:
+        """Fused numba engine: replicas in parallel (prange), per-sample loops in L1/L2 cache."""
+        if rows.shape[0] == 1:
+            _numba_chunk_single(theta, inputs, targets, idx, learning_rate, snap_at, out)
+        else:
+            _numba_chunk(theta, inputs, targets, idx, learning_rate, rows, cols, off, snap_at, out)
 
     def set_threads(n: int | None) -> None:
         """Limit numba's worker threads (``None``: all)."""
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS if n is None else n)
 
 else:  # pragma: no cover
-    numba_chunk = None  # type: ignore[assignment]
+    numba_chunk = None

@@ -4,8 +4,9 @@ Records ``v_k = theta_k - ref`` (about a fixed reference close to the stationary
 stability) and the next-step deviations ``v'_k = theta_{k+1} - ref`` are fed in order. The records
 of each replica are cut into ``n_batches`` contiguous batches; per (replica, batch) the accumulator
 keeps the batch sums of ``v v^T``, ``v v'^T``, ``v`` and ``v'`` and, at the end of every batch,
-folds the squared linearized pseudo-values into global sums. Memory: ``O(R d^2)``, flat in the
-number of steps. Records are buffered and flushed in fixed groups (``FLUSH_RECORDS`` or a batch
+folds the squared linearized pseudo-values into global sums. Memory: ``O(G d^2)`` with G = R
+replica groups (fewer when ``2 R d^2`` floats would exceed ``GROUP_BYTES``; then the batch means
+run over (replica group, batch)), flat in the number of steps. Records are buffered and flushed in fixed groups (``FLUSH_RECORDS`` or a batch
 end), so the floating-point summation order is independent of how the caller chunks the run.
 """
 
@@ -20,6 +21,10 @@ Array = NDArray[np.float64]
 
 #: Records buffered per replica before a GEMM flush (fixed: bitwise chunk invariance).
 FLUSH_RECORDS = 256
+#: Memory budget of the per-(replica group) batch accumulators (two (d, d) float64 arrays each).
+GROUP_BYTES = 256 * 2**20
+#: Memory budget of the record buffer (R x records x d, twice).
+BUFFER_BYTES = 64 * 2**20
 
 
 def batch_bounds(n_records: int, n_batches: int) -> NDArray[np.int64]:
@@ -41,24 +46,40 @@ class Moments:
 class StreamingMoments:
     """Accumulate mean, covariance and lag-1 covariance of R replicas; see module docstring."""
 
-    def __init__(self, ref: Array, n_replicas: int, n_records: int, n_batches: int) -> None:
+    def __init__(
+        self,
+        ref: Array,
+        n_replicas: int,
+        n_records: int,
+        n_batches: int,
+        max_bytes: int = GROUP_BYTES,
+    ) -> None:
         d = ref.shape[0]
         self.ref = ref.copy()
-        self.n_rep, self.d = n_replicas, d
+        self.d = d
+        self.n_replicas = n_replicas
+        # replica groups: one (d, d) batch accumulator pair per group; groups = replicas unless
+        # that would exceed max_bytes (then batch means run over (replica group, batch))
+        self.n_rep = int(max(1, min(n_replicas, max_bytes // (2 * 8 * d * d))))
+        if self.n_rep * n_batches < 2:
+            self.n_rep = min(n_replicas, 2)
+        self.group = (np.arange(n_replicas) * self.n_rep) // n_replicas
+        self.group_bounds = np.searchsorted(self.group, np.arange(self.n_rep + 1))
         self.bounds = batch_bounds(n_records, n_batches)
         self.n_records = n_records
         self.n_batches = n_batches
         self.batch = 0  # current batch
         self.count = 0  # records seen per replica
-        cap = min(FLUSH_RECORDS, n_records)
+        cap = int(min(FLUSH_RECORDS, n_records, max(1, BUFFER_BYTES // (2 * 8 * n_replicas * d))))
         self.buf_v = np.empty((n_replicas, cap, d))
         self.buf_w = np.empty((n_replicas, cap, d))
         self.nbuf = 0
-        # per-replica sums of the current batch
-        self.bA = np.zeros((n_replicas, d, d))
-        self.bB = np.zeros((n_replicas, d, d))
-        self.ba = np.zeros((n_replicas, d))
-        self.bw = np.zeros((n_replicas, d))
+        # per-group sums of the current batch
+        g = self.n_rep
+        self.bA = np.zeros((g, d, d))
+        self.bB = np.zeros((g, d, d))
+        self.ba = np.zeros((g, d))
+        self.bw = np.zeros((g, d))
         # per-replica totals
         self.tot_a = np.zeros((n_replicas, d))
         self.tot_w = np.zeros((n_replicas, d))
@@ -85,23 +106,28 @@ class StreamingMoments:
             return
         v = self.buf_v[:, :n]
         w = self.buf_w[:, :n]
-        vt = v.transpose(0, 2, 1)
-        self.bA += np.matmul(vt, v)
-        self.bB += np.matmul(vt, w)
         sv = v.sum(axis=1)
         sw = w.sum(axis=1)
-        self.ba += sv
-        self.bw += sw
         self.tot_a += sv
         self.tot_w += sw
+        for g in range(self.n_rep):
+            lo, hi = self.group_bounds[g], self.group_bounds[g + 1]
+            vg = v[lo:hi].reshape(-1, self.d)
+            wg = w[lo:hi].reshape(-1, self.d)
+            self.bA[g] += vg.T @ vg
+            self.bB[g] += vg.T @ wg
+            self.ba[g] += sv[lo:hi].sum(axis=0)
+            self.bw[g] += sw[lo:hi].sum(axis=0)
         self.nbuf = 0
 
     def _end_batch(self) -> None:
-        nb = float(self.bounds[self.batch + 1] - self.bounds[self.batch])
-        big_a = self.bA / nb
-        big_b = self.bB / nb
-        a = self.ba / nb
-        w = self.bw / nb
+        sizes = np.diff(self.group_bounds).astype(float)
+        nb = (self.bounds[self.batch + 1] - self.bounds[self.batch]) * sizes
+        nb2 = nb[:, None, None]
+        big_a = self.bA / nb2
+        big_b = self.bB / nb2
+        a = self.ba / nb[:, None]
+        w = self.bw / nb[:, None]
         self.sA += big_a.sum(axis=0)
         self.sB += big_b.sum(axis=0)
         self.sa += a.sum(axis=0)
@@ -146,7 +172,7 @@ class StreamingMoments:
 
         Notes
         -----
-        With ``K = R * n_batches`` batches, batch means ``A_b = <v v^T>_b``, ``B_b = <v v'^T>_b``,
+        With ``K = G * n_batches`` batches (G replica groups, G = R unless memory-capped), batch means ``A_b = <v v^T>_b``, ``B_b = <v v'^T>_b``,
         ``a_b = <v>_b``, ``w_b = <v'>_b`` and pooled ``m = mean a_b``, ``m' = mean w_b``:
         ``cov = mean A_b - m m^T``, ``lag1 = mean B_b - m m'^T``; the pseudo-values
         ``z_b = A_b - a_b m^T - m a_b^T`` (``B_b - a_b m'^T - m w_b^T``) linearize them, and
@@ -155,7 +181,7 @@ class StreamingMoments:
         if self.count != self.n_records:
             raise RuntimeError(f"received {self.count} of {self.n_records} records")
         k = float(self.n_rep * self.n_batches)
-        n_tot = float(self.n_rep * self.n_records)
+        n_tot = float(self.n_replicas * self.n_records)
         # exact pooled estimates (all records weighted equally)
         m = self.tot_a.sum(axis=0) / n_tot
         mw = self.tot_w.sum(axis=0) / n_tot
