@@ -26,7 +26,10 @@ def test_gradient_and_hessian_match_finite_differences(shapes, rng):
     h = nw.hessian(theta, shapes, x, y)
     fd_h = np.array(
         [
-            (nw.gradient(theta + 1e-6 * e, shapes, x, y) - nw.gradient(theta - 1e-6 * e, shapes, x, y))
+            (
+                nw.gradient(theta + 1e-6 * e, shapes, x, y)
+                - nw.gradient(theta - 1e-6 * e, shapes, x, y)
+            )
             / 2e-6
             for e in np.eye(theta.size)
         ]
@@ -72,5 +75,7 @@ def test_gradient_flow_reaches_minimum(rng):
     end = nw.gradient_flow(theta0, shapes, x, y, time=2e3)
     assert np.abs(nw.gradient(end, shapes, x, y)).max() < 1e-7
     np.testing.assert_allclose(
-        nw.loss(end, shapes, x, y), nw.loss(nw.balanced_minimum(x, y, shapes), shapes, x, y), rtol=1e-8
+        nw.loss(end, shapes, x, y),
+        nw.loss(nw.balanced_minimum(x, y, shapes), shapes, x, y),
+        rtol=1e-8,
     )

@@ -30,8 +30,16 @@ def _config(depth: int, **sgd):
     base = {
         "data": {"n_in": 5, "n_out": 2, "n_samples": 30, "seed": 3},
         "model": {"depth": depth, "hidden": 2},
-        "sgd": {"learning_rate": 0.05, "batch_size": 5, "steps": 20_000, "burn_in": 4_000,
-                "record_every": 5, "replicas": 4, "seed": 2, **sgd},
+        "sgd": {
+            "learning_rate": 0.05,
+            "batch_size": 5,
+            "steps": 20_000,
+            "burn_in": 4_000,
+            "record_every": 5,
+            "replicas": 4,
+            "seed": 2,
+            **sgd,
+        },
         "analysis": {"bootstrap": 50, "windows": 4},
     }
     return config_from_dict(base)
@@ -85,8 +93,14 @@ def test_interpolating_single_layer_has_no_fluctuations(tmp_path):
     cfg = config_from_dict(
         {
             "data": {"n_in": 12, "n_samples": 8},
-            "sgd": {"learning_rate": 0.02, "batch_size": 2, "steps": 2_000, "burn_in": 500,
-                    "record_every": 5, "replicas": 2},
+            "sgd": {
+                "learning_rate": 0.02,
+                "batch_size": 2,
+                "steps": 2_000,
+                "burn_in": 500,
+                "record_every": 5,
+                "replicas": 2,
+            },
         }
     )
     summary = run_experiment(cfg, tmp_path, figures=False)

@@ -32,6 +32,12 @@ PROBLEMS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
+#: Recording interval of the throughput runs (the d x d statistics cost 2 R d^2 per record).
+RECORD_EVERY = 1000
+#: Useful flops per timed engine run in quick mode (amortizes the O(d^2) statistics set-up).
+WORK_FLOPS = 1.5e10
+
+
 def useful_flops(shapes: list[tuple[int, int]], batch_size: int) -> int:
     """``4 S sum_l rows_l cols_l`` flops per replica-step (forward + weight gradient)."""
     return 4 * batch_size * networks.n_params(shapes)
@@ -89,22 +95,55 @@ def naive_torch_steps_per_s(spec: dict[str, Any], steps: int) -> float | None:
             loss.backward()
             opt.step()
 
-    run(max(10, steps // 20))
-    t = time.perf_counter()
-    run(steps)
-    return steps / (time.perf_counter() - t)
+    # best of torch's default thread count and one thread (small matmuls on a shared machine
+    # can be much slower multi-threaded): the baseline is the faster of the two
+    default_threads = torch.get_num_threads()
+    best = 0.0
+    try:
+        for threads in dict.fromkeys((default_threads, 1)):
+            torch.set_num_threads(threads)
+            run(max(10, steps // 20))
+            t = time.perf_counter()
+            run(steps)
+            best = max(best, steps / (time.perf_counter() - t))
+    finally:
+        torch.set_num_threads(default_threads)
+    return best
 
 
 def _engine_rate(
     spec: dict[str, Any], replicas: int, steps: int, engine: str, record_every: int
 ) -> float:
+    """Replica-steps/s of a full ``simulate`` call (index generation and statistics included)."""
     x, y, theta0 = _problem(spec)
+    record_every = max(1, min(record_every, steps // 8))
     kw = dict(learning_rate=spec["learning_rate"], batch_size=spec["batch_size"],
               burn_in=0, record_every=record_every, replicas=replicas, seed=0, n_batches=4,
               engine=engine)  # fmt: skip
     simulate(x, y, spec["shapes"], theta0, steps=4 * record_every, **kw)  # type: ignore[arg-type]
     t = time.perf_counter()
     simulate(x, y, spec["shapes"], theta0, steps=steps, **kw)  # type: ignore[arg-type]
+    return replicas * steps / (time.perf_counter() - t)
+
+
+def _kernel_rate(spec: dict[str, Any], replicas: int, steps: int) -> float:
+    """Replica-steps/s of the step kernel alone (indices pre-generated, no statistics)."""
+    from sgdfluct.simulate import _kernels, batch_indices
+
+    x, y, theta0 = _problem(spec)
+    shapes = spec["shapes"]
+    rows = np.array([r for r, _ in shapes], dtype=np.int64)
+    cols = np.array([c for _, c in shapes], dtype=np.int64)
+    off = np.concatenate([[0], np.cumsum(rows * cols)[:-1]]).astype(np.int64)
+    kernel = _kernels.numba_chunk if _kernels.HAVE_NUMBA else _kernels.numpy_chunk
+    idx = batch_indices(spec["n_samples"], spec["batch_size"], steps, replicas=replicas, seed=0)
+    theta = np.repeat(theta0[None], replicas, axis=0)
+    snap = np.array([steps], dtype=np.int64)
+    out = np.empty((replicas, 1, theta0.size))
+    kernel(theta.copy(), x, y, idx[:, :10].copy(), spec["learning_rate"], rows, cols, off,
+           np.array([10], dtype=np.int64), out)  # fmt: skip
+    t = time.perf_counter()
+    kernel(theta, x, y, idx, spec["learning_rate"], rows, cols, off, snap, out)
     return replicas * steps / (time.perf_counter() - t)
 
 
@@ -147,17 +186,18 @@ def run_benchmarks(quick: bool = True, progress: bool = False) -> dict[str, Any]
     for spec in PROBLEMS:
         flops = useful_flops(spec["shapes"], spec["batch_size"])
         # replica-steps per timed run ~ fixed work per problem
-        work = int(scale * 4e9 / flops)
+        work = int(scale * WORK_FLOPS / flops)
         scan = {}
         for reps in (1, 2, 8, 32) if quick else (1, 2, 4, 8, 16, 32, 64):
             steps = max(200, work // reps)
-            scan[reps] = _engine_rate(spec, reps, steps, engine, record_every=100)
+            scan[reps] = _engine_rate(spec, reps, steps, engine, record_every=RECORD_EVERY)
             say(f"{spec['name']}: R={reps}: {scan[reps]:.3g} replica-steps/s")
         best_r = max(scan, key=lambda r: scan[r])
         rate = scan[best_r]
         numpy_rate = _engine_rate(
-            spec, best_r, max(100, work // (40 * best_r)), "numpy", record_every=100
+            spec, best_r, max(200, work // (40 * best_r)), "numpy", record_every=RECORD_EVERY
         )
+        kernel_rate = _kernel_rate(spec, best_r, max(200, work // best_r))
         naive = naive_torch_steps_per_s(spec, steps=scale * 1500)
         gflops = rate * flops / 1e9
         problems.append(
@@ -169,9 +209,10 @@ def run_benchmarks(quick: bool = True, progress: bool = False) -> dict[str, Any]
                 "engine": engine,
                 "replicas": best_r,
                 "replica_scan": {str(k): v for k, v in scan.items()},
-                "record_every": 100,
+                "record_every": RECORD_EVERY,
                 "engine_replica_steps_per_s": rate,
                 "numpy_engine_replica_steps_per_s": numpy_rate,
+                "kernel_only_replica_steps_per_s": kernel_rate,
                 "naive_torch_steps_per_s": naive,
                 "speedup": None if naive is None else rate / naive,
                 "numpy_speedup": None if naive is None else numpy_rate / naive,

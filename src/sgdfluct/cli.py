@@ -38,9 +38,16 @@ _quiet = click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 
 
 @main.command()
-@click.argument("config_path", metavar="CONFIG.toml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder (config.toml, summary.json, result.nc, figures/).")
+@click.argument(
+    "config_path", metavar="CONFIG.toml", type=click.Path(dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (config.toml, summary.json, result.nc, figures/).",
+)
 @_quiet
 def run(config_path: Path, out_dir: Path, quiet: bool) -> None:
     """Run one experiment: simulation, theory, analysis and figures."""
@@ -61,15 +68,29 @@ def run(config_path: Path, out_dir: Path, quiet: bool) -> None:
 
 @main.command()
 @click.argument("sweep_path", metavar="SWEEP.toml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder (cells/<cell-id>/ and sweep.nc).")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Local worker processes (default: number of cores).")
-@click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="Address of a running Dask scheduler, e.g. tcp://host:8786 (needs sgdfluct[dask]).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (cells/<cell-id>/ and sweep.nc).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Local worker processes (default: number of cores).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Address of a running Dask scheduler, e.g. tcp://host:8786 (needs sgdfluct[dask]).",
+)
 @_quiet
-def sweep(sweep_path: Path, out_dir: Path, workers: int | None, scheduler: str | None,
-          quiet: bool) -> None:
+def sweep(
+    sweep_path: Path, out_dir: Path, workers: int | None, scheduler: str | None, quiet: bool
+) -> None:
     """Run a grid of experiments; re-running resumes and computes only missing cells."""
     from sgdfluct.experiments.sweep import SweepIncomplete, load_sweep, run_sweep
 
@@ -77,8 +98,9 @@ def sweep(sweep_path: Path, out_dir: Path, workers: int | None, scheduler: str |
         _fail("--workers and --scheduler are exclusive: give one of them")
     try:
         spec = load_sweep(sweep_path)
-        run_sweep(spec, out_dir, workers=workers, scheduler=scheduler,
-                  progress=_show_progress(quiet))
+        run_sweep(
+            spec, out_dir, workers=workers, scheduler=scheduler, progress=_show_progress(quiet)
+        )
     except ConfigError as exc:
         _fail(str(exc))
     except SweepIncomplete as exc:
@@ -90,21 +112,55 @@ def sweep(sweep_path: Path, out_dir: Path, workers: int | None, scheduler: str |
 
 
 @main.command()
-@click.option("--quick", "scale", flag_value="quick", default=True,
-              help="Small sizes: about 15 minutes on 2 cores (default).")
+@click.option(
+    "--quick",
+    "scale",
+    flag_value="quick",
+    default=True,
+    help="Small sizes: about 15 minutes on 2 cores (default).",
+)
 @click.option("--full", "scale", flag_value="full", help="Publication scale (hours).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder (report.html, report.md, claims.json, figures/).")
-@click.option("--only", multiple=True, metavar="CLAIM_ID",
-              help="Run only these claims (repeatable); default: all.")
+@click.option(
+    "--smoke",
+    "scale",
+    flag_value="smoke",
+    hidden=True,
+    help="Tiny sizes for the test suite (verdicts carry no weight).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Local worker processes (default: number of cores).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (report.html, report.md, claims.json, figures/).",
+)
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="CLAIM_ID",
+    help="Run only these claims (repeatable); default: all.",
+)
 @_quiet
-def reproduce(scale: str, out_dir: Path, only: tuple[str, ...], quiet: bool) -> None:
+def reproduce(
+    scale: str, out_dir: Path, workers: int | None, only: tuple[str, ...], quiet: bool
+) -> None:
     """Test every claim of the paper (SPEC §10) and write a report with measured verdicts."""
     from sgdfluct.experiments.reproduce import reproduce as run_reproduction
 
     try:
-        claims = run_reproduction(out_dir, scale=scale, only=list(only) or None,
-                                  progress=_show_progress(quiet))
+        claims = run_reproduction(
+            out_dir,
+            scale=scale,
+            only=list(only) or None,
+            workers=workers,
+            progress=_show_progress(quiet),
+        )
     except ConfigError as exc:
         _fail(str(exc))
     if not quiet:
@@ -115,8 +171,13 @@ def reproduce(scale: str, out_dir: Path, only: tuple[str, ...], quiet: bool) -> 
 
 @main.command()
 @click.option("--quick", is_flag=True, help="Short benchmark (under 3 minutes).")
-@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="JSON file for the results.")
+@click.option(
+    "--out",
+    "out_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON file for the results.",
+)
 @_quiet
 def bench(quick: bool, out_file: Path, quiet: bool) -> None:
     """Measure the SGD engine against a naive PyTorch loop and the machine's GEMM peak."""
@@ -136,8 +197,10 @@ def _bench_line(problem: dict[str, Any]) -> str:
     frac = problem.get("fraction_of_peak")
     speed_text = "n/a (torch missing)" if speed is None else f"{speed:.0f}x naive torch"
     frac_text = "n/a" if frac is None else f"{100 * frac:.1f} % of GEMM peak"
-    return (f"{problem.get('name')}: {problem.get('engine_replica_steps_per_s', 0):.3g} "
-            f"replica-steps/s, {speed_text}, {frac_text}")
+    return (
+        f"{problem.get('name')}: {problem.get('engine_replica_steps_per_s', 0):.3g} "
+        f"replica-steps/s, {speed_text}, {frac_text}"
+    )
 
 
 def _science_errors() -> tuple[type[BaseException], ...]:

@@ -59,7 +59,9 @@ class _Rule:
     def describe(self) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(repr(c) for c in self.choices)
-        name = {int: "an integer", float: "a number", bool: "true/false", str: "a string"}[self.kind]
+        name = {int: "an integer", float: "a number", bool: "true/false", str: "a string"}[
+            self.kind
+        ]
         if self.low is None and self.high is None:
             return name
         lo = "-inf" if self.low is None else f"{self.low:g}"

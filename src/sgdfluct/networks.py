@@ -44,7 +44,9 @@ def n_params(shapes: Shapes) -> int:
 
 def layer_index(shapes: Shapes) -> NDArray[np.int64]:
     """Layer number (1-based) of every entry of ``theta``; shape (d,)."""
-    return np.concatenate([np.full(r * c, i + 1, dtype=np.int64) for i, (r, c) in enumerate(shapes)])
+    return np.concatenate(
+        [np.full(r * c, i + 1, dtype=np.int64) for i, (r, c) in enumerate(shapes)]
+    )
 
 
 def unflatten(theta: Array, shapes: Shapes) -> list[Array]:
@@ -251,7 +253,9 @@ def gradient_flow(
     def rhs(_t: float, th: Array) -> Array:
         return -gradient(th, shapes, inputs, targets)
 
-    sol = solve_ivp(rhs, (0.0, time), np.asarray(theta0, float), method="LSODA", rtol=rtol, atol=atol)
+    sol = solve_ivp(
+        rhs, (0.0, time), np.asarray(theta0, float), method="LSODA", rtol=rtol, atol=atol
+    )
     if not sol.success:
         raise RuntimeError(f"gradient flow failed: {sol.message}")
     return np.asarray(sol.y[:, -1])

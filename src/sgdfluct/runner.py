@@ -21,14 +21,14 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
 
-from sgdfluct import __version__, networks  # noqa: E402
-from sgdfluct.config import ConfigError, ExperimentConfig, config_to_toml  # noqa: E402
-from sgdfluct.data import Dataset, make_dataset  # noqa: E402
-from sgdfluct.io import (  # noqa: E402
+from sgdfluct import __version__, networks
+from sgdfluct.config import ConfigError, ExperimentConfig, config_to_toml
+from sgdfluct.data import Dataset, make_dataset
+from sgdfluct.io import (
     atomic_save_figure,
     atomic_write_dataset,
     atomic_write_json,
@@ -127,8 +127,14 @@ def run_experiment_without_figures(config: ExperimentConfig, out_dir: str | Path
 # ----------------------------------------------------------------------------- single layer
 
 
-def _simulate(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]],
-              theta0: Array, progress: bool, trajectory_every: int | None = None) -> Any:
+def _simulate(
+    config: ExperimentConfig,
+    data: Dataset,
+    shapes: list[tuple[int, int]],
+    theta0: Array,
+    progress: bool,
+    trajectory_every: int | None = None,
+) -> Any:
     from sgdfluct.simulate import simulate
 
     s = config.sgd
@@ -158,11 +164,10 @@ def _error_metrics(prefix: str, err: Any) -> dict[str, float]:
     }
 
 
-def _single_layer(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]],
-                  progress: bool) -> _Outcome:
+def _single_layer(
+    config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]], progress: bool
+) -> _Outcome:
     from sgdfluct.analysis.single_layer import current_from_lag1, relative_frobenius_error
-    from sgdfluct.landscape import ivfr_analysis
-    from sgdfluct.plotting import landscape as plot_landscape
     from sgdfluct.plotting import single_layer as plot_single
     from sgdfluct.theory.detailed_balance import detailed_balance, relative_commutator
     from sgdfluct.theory.discrete import stationary_covariance
@@ -194,8 +199,9 @@ def _single_layer(config: ExperimentConfig, data: Dataset, shapes: list[tuple[in
 
     err_exact = relative_frobenius_error(sim.cov, exact.cov, sim.cov_stderr)
     err_cont = relative_frobenius_error(sim.cov, cov_cont, sim.cov_stderr)
-    balance = detailed_balance(hess, noise, learning_rate=s.learning_rate, batch_factor=f_s,
-                               cov=cov_cont)
+    balance = detailed_balance(
+        hess, noise, learning_rate=s.learning_rate, batch_factor=f_s, cov=cov_cont
+    )
     # E[u_k u_{k+1}^T] = M (1 - eta H) exactly, so the lag-1 estimator targets ½[H, M] of the
     # exact discrete-time covariance M
     current_theory = 0.5 * (hess @ exact.cov - exact.cov @ hess)
@@ -203,10 +209,8 @@ def _single_layer(config: ExperimentConfig, data: Dataset, shapes: list[tuple[in
     err_current = relative_frobenius_error(current_sim, current_theory, current_sim_se)
     spectra = single_layer_spectra(hess, noise, exact.cov)
     rng = np.random.default_rng(np.random.SeedSequence([s.seed, config.data.seed, 7]))
-    ivfr_theory = ivfr_analysis(exact.cov, theta_ref, shapes, x, y,
-                                factor=a.flatness_factor, bootstrap=a.bootstrap, rng=rng)
-    ivfr_sim = ivfr_analysis(sim.cov, theta_ref, shapes, x, y,
-                             factor=a.flatness_factor, bootstrap=a.bootstrap, rng=rng)
+    ivfr_theory = _ivfr(exact.cov, theta_ref, shapes, data, config, rng)
+    ivfr_sim = _ivfr(sim.cov, theta_ref, shapes, data, config, rng)
     summary: dict[str, Any] = {
         "alpha": config.data.alpha,
         "batch_factor": f_s,
@@ -252,17 +256,32 @@ def _single_layer(config: ExperimentConfig, data: Dataset, shapes: list[tuple[in
             plot_single.plot_hessian_noise_spectra(hx_eigs, spectra.noise_eigs, ratio, ax=ax)
         else:
             ax.hist(hx_eigs / hx_eigs.mean(), bins=40, alpha=0.5, density=True, label="H_x")
-            ax.hist(spectra.noise_eigs / spectra.noise_eigs.mean(), bins=40, alpha=0.5,
-                    density=True, label="C_0")
+            ax.hist(
+                spectra.noise_eigs / spectra.noise_eigs.mean(),
+                bins=40,
+                alpha=0.5,
+                density=True,
+                label="C_0",
+            )
             ax.legend()
         return fig
 
     def comparison_figure() -> Any:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        plot_single.plot_covariance_comparison(sim.cov, exact.cov, simulated_stderr=sim.cov_stderr,
-                                               label="exact discrete-time", ax=axes[0])
-        plot_single.plot_covariance_comparison(sim.cov, cov_cont, simulated_stderr=sim.cov_stderr,
-                                               label="continuum (Lyapunov)", ax=axes[1])
+        plot_single.plot_covariance_comparison(
+            sim.cov,
+            exact.cov,
+            simulated_stderr=sim.cov_stderr,
+            label="exact discrete-time",
+            ax=axes[0],
+        )
+        plot_single.plot_covariance_comparison(
+            sim.cov,
+            cov_cont,
+            simulated_stderr=sim.cov_stderr,
+            label="continuum (Lyapunov)",
+            ax=axes[1],
+        )
         return fig
 
     def cov_spectrum_figure() -> Any:
@@ -274,7 +293,7 @@ def _single_layer(config: ExperimentConfig, data: Dataset, shapes: list[tuple[in
         "spectra_hessian_noise": spectra_figure,
         "covariance_sim_vs_theory": comparison_figure,
         "covariance_spectrum": cov_spectrum_figure,
-        **_ivfr_figures(ivfr_sim, ivfr_theory),
+        **_ivfr_figures(ivfr_sim.results, ivfr_theory.results),
     }
     return _Outcome(
         theta_ref=theta_ref,
@@ -327,9 +346,15 @@ def _interpolates(residuals: Array, targets: Array) -> bool:
     return bool(np.linalg.norm(residuals) <= INTERPOLATION_RTOL * max(np.linalg.norm(targets), 1.0))
 
 
-def _interpolating_single_layer(config: ExperimentConfig, data: Dataset,
-                                shapes: list[tuple[int, int]], theta_ref: Array, hess: Array,
-                                noise: Array, progress: bool) -> _Outcome:
+def _interpolating_single_layer(
+    config: ExperimentConfig,
+    data: Dataset,
+    shapes: list[tuple[int, int]],
+    theta_ref: Array,
+    hess: Array,
+    noise: Array,
+    progress: bool,
+) -> _Outcome:
     """Overparameterized single layer (P <= N_i): W* interpolates, every per-sample gradient
     vanishes at W*, so SGD started there has no noise and the stationary covariance is zero
     (SPEC §1). The simulation is still run as a check; spectra and IVFR are undefined."""
@@ -345,20 +370,73 @@ def _interpolating_single_layer(config: ExperimentConfig, data: Dataset,
         "engine": sim.engine,
         "simulation_seconds": sim.seconds,
     }
-    return _Outcome(theta_ref=theta_ref, mean_sim=sim.mean, cov_sim=sim.cov,
-                    cov_sim_stderr=sim.cov_stderr, hessian=hess, noise_cov=noise,
-                    cov_continuum=zero, cov_discrete=zero, summary=summary)
+    return _Outcome(
+        theta_ref=theta_ref,
+        mean_sim=sim.mean,
+        cov_sim=sim.cov,
+        cov_sim_stderr=sim.cov_stderr,
+        hessian=hess,
+        noise_cov=noise,
+        cov_continuum=zero,
+        cov_discrete=zero,
+        summary=summary,
+    )
 
 
-def _ivfr_block(results: dict[int, Any]) -> dict[str, Any]:
+@dataclass
+class _IVFR:
+    """IVFR results of the layers where a fit exists, and why the others have none."""
+
+    results: dict[int, Any]
+    skipped: dict[int, str]
+
+
+def _ivfr(
+    cov: Array,
+    theta_ref: Array,
+    shapes: list[tuple[int, int]],
+    data: Dataset,
+    config: ExperimentConfig,
+    rng: np.random.Generator,
+    window_covs: Array | None = None,
+) -> _IVFR:
+    """IVFR analysis layer by layer; a layer with too few live directions (e.g. a one-unit
+    bottleneck) or no fluctuations is reported as skipped with the reason."""
+    from sgdfluct.landscape import ivfr_analysis
+
+    out = _IVFR(results={}, skipped={})
+    for layer in range(1, len(shapes) + 1):
+        try:
+            out.results.update(
+                ivfr_analysis(
+                    cov,
+                    theta_ref,
+                    shapes,
+                    data.inputs,
+                    data.targets,
+                    factor=config.analysis.flatness_factor,
+                    window_covs=window_covs,
+                    bootstrap=config.analysis.bootstrap,
+                    rng=rng,
+                    layers=[layer],
+                )
+            )
+        except ValueError as exc:
+            out.skipped[layer] = str(exc)
+    return out
+
+
+def _ivfr_block(ivfr: _IVFR) -> dict[str, Any]:
     """The ``summary.json`` IVFR block, with the interval also as scalars (for ``sweep.nc``)."""
     from sgdfluct.landscape import ivfr_summary
 
-    block: dict[str, Any] = ivfr_summary(results)["ivfr"]
+    block: dict[str, Any] = ivfr_summary(ivfr.results)["ivfr"] if ivfr.results else {}
     for entry in block.values():
         lo, hi = entry.get("psi_ci") or (None, None)
         entry["psi_ci_low"], entry["psi_ci_high"] = lo, hi
-    return block
+    for layer, reason in ivfr.skipped.items():
+        block[f"layer_{layer}"] = {"skipped": reason}
+    return dict(sorted(block.items()))
 
 
 # ----------------------------------------------------------------------------- depth >= 2
@@ -373,23 +451,29 @@ def _trajectory_every(config: ExperimentConfig, shapes: list[tuple[int, int]]) -
     return int(every)
 
 
-def _deep(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]],
-          progress: bool) -> _Outcome:
+def _deep(
+    config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]], progress: bool
+) -> _Outcome:
     from sgdfluct.analysis.alignment import measure_layered_covariance
-    from sgdfluct.landscape import ivfr_analysis
     from sgdfluct.plotting import two_layer as plot_two
     from sgdfluct.theory.layered import layered_covariance
     from sgdfluct.theory.noise import sampling_note
     from sgdfluct.theory.symmetry import check_null_space, imbalance_eigenvalues
 
     x, y = data.inputs, data.targets
-    s, a = config.sgd, config.analysis
+    s = config.sgd
     theta0 = networks.balanced_minimum(x, y, shapes)
-    sim = _simulate(config, data, shapes, theta0, progress,
-                    trajectory_every=_trajectory_every(config, shapes))
+    sim = _simulate(
+        config, data, shapes, theta0, progress, trajectory_every=_trajectory_every(config, shapes)
+    )
     try:
         meas = measure_layered_covariance(
-            sim.trajectory, sim.trajectory_steps, shapes, x, y, learning_rate=s.learning_rate,
+            sim.trajectory,
+            sim.trajectory_steps,
+            shapes,
+            x,
+            y,
+            learning_rate=s.learning_rate,
         )
     except ValueError as exc:  # too few quasi-stationary windows: a config problem
         raise ConfigError(
@@ -433,7 +517,8 @@ def _deep(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]]
     summary["rel_error_continuum"] = max(v["rel_error_continuum"] for v in layers.values())
     summary["theory_converged"] = {m: bool(t.converged) for m, t in theories.items()}
 
-    null = check_null_space(theta_ref, shapes, x, y)
+    # the null-space dimension is a property of exact minima (the window mean is only near one)
+    null = check_null_space(theta0, shapes, x, y)
     summary["null_space"] = {
         "expected_dim": null.expected_dim,
         "null_dim_hessian": null.null_dim_hessian,
@@ -441,28 +526,32 @@ def _deep(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]]
         "symmetry_rank": null.symmetry_rank,
         "rank_deficient": null.rank_deficient,
         "spans": bool(null.spans_null_space),
+        "symmetry_in_null_hessian": null.symmetry_in_null_hessian,
+        "point": "balanced minimum",
     }
     imbalance = imbalance_eigenvalues(sim.trajectory, shapes)  # (R, T, L - 1, N_h)
     summary.update(_equilibrium_metrics(config, data, shapes, imbalance, meas))
 
     ivfr_rng = np.random.default_rng(np.random.SeedSequence([s.seed, config.data.seed, 13]))
-    ivfr_sim = ivfr_analysis(meas.cov, theta_ref, shapes, x, y, factor=a.flatness_factor,
-                             window_covs=meas.window_covs, bootstrap=a.bootstrap, rng=ivfr_rng)
-    ivfr_theory = ivfr_analysis(best.cov, theta_ref, shapes, x, y, factor=a.flatness_factor,
-                                bootstrap=a.bootstrap, rng=ivfr_rng)
+    ivfr_sim = _ivfr(
+        meas.cov, theta_ref, shapes, data, config, ivfr_rng, window_covs=meas.window_covs
+    )
+    ivfr_theory = _ivfr(best.cov, theta_ref, shapes, data, config, ivfr_rng)
     summary["ivfr"] = _ivfr_block(ivfr_sim)
     summary["ivfr_theory"] = _ivfr_block(ivfr_theory)
     summary["ivfr_continuum"] = _ivfr_block(
-        ivfr_analysis(theories["continuum"].cov, theta_ref, shapes, x, y,
-                      factor=a.flatness_factor, bootstrap=a.bootstrap, rng=ivfr_rng)
+        _ivfr(theories["continuum"].cov, theta_ref, shapes, data, config, ivfr_rng)
     )
 
     def imbalance_figure() -> Any:
         fig, ax = plt.subplots(figsize=(7, 4))
         predicted = summary.get("equilibrium", {}).get("predicted_imbalance")
-        plot_two.plot_imbalance(sim.trajectory_steps, imbalance,
-                                predicted=None if predicted is None else np.asarray(predicted),
-                                ax=ax)
+        plot_two.plot_imbalance(
+            sim.trajectory_steps,
+            imbalance,
+            predicted=None if predicted is None else np.asarray(predicted),
+            ax=ax,
+        )
         return fig
 
     def spectra_figure() -> Any:
@@ -479,7 +568,7 @@ def _deep(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]]
     figures = {
         "imbalance": imbalance_figure,
         "layer_spectra": spectra_figure,
-        **_ivfr_figures(ivfr_sim, ivfr_theory),
+        **_ivfr_figures(ivfr_sim.results, ivfr_theory.results),
     }
     return _Outcome(
         theta_ref=theta_ref,
@@ -493,16 +582,23 @@ def _deep(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]]
         summary=summary,
         figures=figures,
         extra={
-            "weight_cov_discrete_additive": xr.DataArray(theories["discrete"].cov,
-                                                         dims=("param", "param_b")),
-            "weight_cov_multiplicative": xr.DataArray(theories["multiplicative"].cov,
-                                                      dims=("param", "param_b")),
+            "weight_cov_discrete_additive": xr.DataArray(
+                theories["discrete"].cov, dims=("param", "param_b")
+            ),
+            "weight_cov_multiplicative": xr.DataArray(
+                theories["multiplicative"].cov, dims=("param", "param_b")
+            ),
         },
     )
 
 
-def _equilibrium_metrics(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]],
-                         imbalance: Array, meas: Any) -> dict[str, Any]:
+def _equilibrium_metrics(
+    config: ExperimentConfig,
+    data: Dataset,
+    shapes: list[tuple[int, int]],
+    imbalance: Array,
+    meas: Any,
+) -> dict[str, Any]:
     """Predicted (noise equilibrium, depth 2) vs measured imbalance eigenvalues."""
     from sgdfluct.theory.symmetry import noise_equilibrium
 
@@ -517,8 +613,9 @@ def _equilibrium_metrics(config: ExperimentConfig, data: Dataset, shapes: list[t
     out["equilibrium"] = {
         "predicted_imbalance": predicted.tolist(),
         "measured_imbalance": final.tolist(),
-        "rel_error": float(np.linalg.norm(final - predicted) / max(np.linalg.norm(predicted),
-                                                                    1e-300)),
+        "rel_error": float(
+            np.linalg.norm(final - predicted) / max(np.linalg.norm(predicted), 1e-300)
+        ),
         "saturated": bool(meas.saturation.saturated) if meas.saturation is not None else None,
     }
     return out
@@ -527,8 +624,9 @@ def _equilibrium_metrics(config: ExperimentConfig, data: Dataset, shapes: list[t
 # ----------------------------------------------------------------------------- shared
 
 
-def _test_loss_metrics(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]],
-                       outcome: _Outcome) -> dict[str, float]:
+def _test_loss_metrics(
+    config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]], outcome: _Outcome
+) -> dict[str, float]:
     """Test loss at the reference point and its fluctuation contribution.
 
     For a linear model the expected test loss over the stationary distribution is
@@ -551,8 +649,13 @@ def _test_loss_metrics(config: ExperimentConfig, data: Dataset, shapes: list[tup
     }
 
 
-def _dataset(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]],
-             outcome: _Outcome, toml_text: str) -> xr.Dataset:
+def _dataset(
+    config: ExperimentConfig,
+    data: Dataset,
+    shapes: list[tuple[int, int]],
+    outcome: _Outcome,
+    toml_text: str,
+) -> xr.Dataset:
     pp = ("param", "param_b")
     variables = {
         "inputs": (("sample", "input"), data.inputs),

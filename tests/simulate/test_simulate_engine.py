@@ -12,10 +12,10 @@ from sgdfluct.simulate import (
     SAMPLING_MODES,
     DivergenceError,
     SimulationResult,
+    _kernels,
     batch_indices,
     simulate,
 )
-from sgdfluct.simulate import _kernels
 
 ENGINES = ["numpy"] + (["numba"] if _kernels.HAVE_NUMBA else [])
 # Engine vs reference loop: both sum the same S per-sample gradients in a different order; after

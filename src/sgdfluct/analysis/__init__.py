@@ -10,7 +10,11 @@ from sgdfluct.analysis.alignment import (
     detect_saturation,
     measure_layered_covariance,
 )
-from sgdfluct.analysis.single_layer import RelativeError, current_from_lag1, relative_frobenius_error
+from sgdfluct.analysis.single_layer import (
+    RelativeError,
+    current_from_lag1,
+    relative_frobenius_error,
+)
 
 __all__ = [
     "MeasuredCovariance",

@@ -26,6 +26,7 @@ from sgdfluct.experiments.verdicts import (
     FAILS,
     HOLDS,
     INCONCLUSIVE,
+    Z95,
     combine,
     interval_verdict,
     loglog_slope,
@@ -52,6 +53,8 @@ LAYER_ERROR_TARGET = 0.03
 INTERPOLATION_FLUCTUATION_MAX = 1e-8
 #: claim 4: the continuum-vs-exact deviation should scale like eta^1
 ETA_SLOPE_RANGE = (0.8, 1.2)
+#: claim 5: symmetry directions count as inside the null space of H below this (relative) residual
+NULL_SPACE_ATOL = 1e-8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,7 +145,12 @@ def _merge(base: Mapping[str, Mapping[str, Any]], **sections: Mapping[str, Any])
 
 
 def sweep_defs(scale: str = "quick") -> dict[str, SweepDef]:
-    """All sweeps of the reproduction at ``scale`` ("quick" or "full")."""
+    """All sweeps of the reproduction at ``scale``.
+
+    ``"quick"`` (about 15 minutes on 2 cores), ``"full"`` (10x longer simulations, N_i = 400
+    spectra, more seeds) or ``"smoke"`` (tiny sizes for the test suite: exercises the pipeline, its
+    verdicts carry no weight).
+    """
     full = scale == "full"
     k = 10 if full else 1  # simulation length multiplier
     n_alpha_in = 400 if full else 100
@@ -191,16 +199,19 @@ def sweep_defs(scale: str = "quick") -> dict[str, SweepDef]:
             name="two_layer_wide",
             base=_merge(_WIDE, sgd={"steps": 300_000 * k}),
             grid={"model.hidden": (3, 5, 8)},
+            replicates=5 if full else 3,
         ),
         SweepDef(
             name="two_layer_outputs",
             base=_merge(_WIDE, sgd={"steps": 300_000 * k}),
-            grid={"data.n_out": (1, 3)},
+            grid={"data.n_out": (2, 8)},
+            replicates=5 if full else 3,
         ),
         SweepDef(
             name="two_layer_inputs",
             base=_merge(_WIDE, sgd={"steps": 300_000 * k}),
             grid={"data.inputs": ("powerlaw", "student_t")},
+            replicates=5 if full else 3,
         ),
         SweepDef(
             name="depth_three",
@@ -223,7 +234,30 @@ def sweep_defs(scale: str = "quick") -> dict[str, SweepDef]:
             replicates=5 if full else 3,
         ),
     ]
+    if scale == "smoke":
+        defs = [_shrink(d) for d in defs]
     return {d.name: d for d in defs}
+
+
+def _shrink(sweep: SweepDef) -> SweepDef:
+    """Smoke-test version of a sweep: short simulations, few cells (two values per axis)."""
+    deep = sweep.base["model"].get("depth", 1) >= 2
+    sgd = (
+        {"steps": 60_000, "burn_in": 5_000, "replicas": 2}
+        if deep
+        else {"steps": 3_000, "burn_in": 500, "replicas": 2, "record_every": 5}
+    )
+    base = _merge(sweep.base, sgd=sgd, analysis={"bootstrap": 20})
+    if not deep:
+        base["data"]["n_in"] = min(base["data"]["n_in"], 20)
+    grid = {k: (v[0], v[-1]) if len(v) > 2 else v for k, v in sweep.grid.items()}
+    if "data.n_samples" in grid and not deep:
+        # keep alpha = P / N_i: the grid was built for the unshrunk N_i
+        ratio = base["data"]["n_in"] / sweep.base["data"]["n_in"]
+        grid["data.n_samples"] = tuple(
+            max(2, int(round(p * ratio))) for p in grid["data.n_samples"]
+        )
+    return SweepDef(name=sweep.name, base=base, grid=grid, replicates=min(sweep.replicates, 2))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -508,77 +542,155 @@ def _layer_names(ds: xr.Dataset) -> list[str]:
     return names
 
 
-def _measure_layers(ds: xr.Dataset) -> Measurement:
+def _grid_points(ds: xr.Dataset) -> list[tuple[str, xr.Dataset]]:
+    """(label, sub-dataset over replicates) for every grid point of a sweep."""
+    dims = [d for d in ds["cell_id"].dims if d != "replicate"]
+    if not dims:
+        return [("base config", ds)]
+    stacked = ds.stack(point=dims)
+    out = []
+    for i in range(stacked.sizes["point"]):
+        sub = stacked.isel(point=i)
+        label = ", ".join(f"{d} = {sub[d].item()}" for d in dims)
+        out.append((label, sub))
+    return out
+
+
+def _mean(ds: xr.Dataset, name: str) -> float:
+    v = _values(ds, name)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+
+_METHODS = ("continuum", "discrete", "multiplicative", "renormalized")
+
+
+def _layer_errors(sub: xr.Dataset) -> dict[str, dict[str, float]]:
+    out = {}
+    for layer in _layer_names(sub):
+        key = f"layers.{layer}"
+        row = {m: _mean(sub, f"{key}.rel_error_{m}") for m in _METHODS}
+        row["noise_floor"] = _mean(sub, f"{key}.noise_floor")
+        out[layer] = row
+    return out
+
+
+def _null_space_verdict(sub: xr.Dataset) -> tuple[dict[str, Any], str]:
+    """Null space at an exact minimum: N_h^2 per hidden layer (more when N_h exceeds the rank of
+    the product), equal for H and C, and containing the symmetry directions."""
+    expected = _mean(sub, "null_space.expected_dim")
+    found_h = _mean(sub, "null_space.null_dim_hessian")
+    found_c = _mean(sub, "null_space.null_dim_noise")
+    deficient = bool(_mean(sub, "null_space.rank_deficient"))
+    inside = _mean(sub, "null_space.symmetry_in_null_hessian")
+    ok_dim = found_h >= expected if deficient else found_h == expected
+    verdict = HOLDS if ok_dim and found_h == found_c and inside < NULL_SPACE_ATOL else FAILS
+    info = {
+        "expected_dim": expected,
+        "null_dim_hessian": found_h,
+        "null_dim_noise": found_c,
+        "rank_deficient": deficient,
+        "symmetry_directions_outside_null": inside,
+    }
+    return info, verdict
+
+
+def _layers_measurement(ds: xr.Dataset, learning_rates: tuple[float, ...] | None) -> Measurement:
+    if learning_rates is not None and "sgd.learning_rate" in ds.dims:
+        ds = ds.sel({"sgd.learning_rate": list(learning_rates)})
     rows, parts = [], []
-    for cell in ds["cell_id"].values.ravel():
-        sub = ds.where(ds["cell_id"] == cell, drop=True)
-        row: dict[str, Any] = {"cell": str(cell)}
-        for layer in _layer_names(ds):
-            key = f"layers.{layer}"
-            best = float(np.nanmean(_values(sub, f"{key}.rel_error_renormalized")))
-            floor = float(np.nanmean(_values(sub, f"{key}.noise_floor")))
-            row[layer] = {
-                m: float(np.nanmean(_values(sub, f"{key}.rel_error_{m}")))
-                for m in ("continuum", "discrete", "multiplicative", "renormalized")
-            }
-            row[layer]["noise_floor"] = floor
-            limit = max(LAYER_ERROR_TARGET, MATCH_MULTIPLE * floor)
+    for label, sub in _grid_points(ds):
+        errors = _layer_errors(sub)
+        for row in errors.values():
+            best, floor = row["renormalized"], row["noise_floor"]
             parts.append(
                 HOLDS
-                if best <= limit
+                if best <= max(LAYER_ERROR_TARGET, MATCH_MULTIPLE * floor)
                 else FAILS
                 if best > max(LAYER_ERROR_TARGET, FAIL_MULTIPLE * floor)
                 else INCONCLUSIVE
             )
-        expected = float(np.nanmean(_values(sub, "null_space.expected_dim")))
-        found = float(np.nanmean(_values(sub, "null_space.null_dim_hessian")))
-        row["null_space"] = {
-            "expected_dim": expected,
-            "null_dim_hessian": found,
-            "null_dim_noise": float(np.nanmean(_values(sub, "null_space.null_dim_noise"))),
-        }
-        parts.append(HOLDS if expected == found else FAILS)
-        eq = float(np.nanmean(_values(sub, "equilibrium.rel_error")))
+        null, null_verdict = _null_space_verdict(sub)
+        parts.append(null_verdict)
+        row_out: dict[str, Any] = {"cell": label, **errors, "null_space": null}
+        eq = _mean(sub, "equilibrium.rel_error")
         if np.isfinite(eq):
-            row["imbalance_rel_error_vs_noise_equilibrium"] = eq
-            row["imbalance_saturated"] = bool(np.nanmean(_values(sub, "equilibrium.saturated")))
-        rows.append(row)
+            row_out["imbalance_rel_error_vs_noise_equilibrium"] = eq
+            row_out["imbalance_saturated"] = bool(_mean(sub, "equilibrium.saturated"))
+        rows.append(row_out)
     return Measurement(
         measured={"cells": rows},
         verdict=combine(parts),
         details=(
             "Per layer: relative Frobenius error of each linearized theory (continuum = the "
-            "paper's; discrete; + multiplicative noise; self-consistent renormalized) against the "
-            "aligned, range-projected, pooled simulated covariance (SPEC §8a), and the noise "
-            f"floor. Holds if the best theory is within max({LAYER_ERROR_TARGET:.0%}, "
-            f"{MATCH_MULTIPLE} noise floors) in every layer and the Hessian null space has the "
-            "dimension of the symmetry orbit. The imbalance W1 W1^T - W2^T W2 at the end of the "
-            "run is compared with the predicted noise-equilibrium point (depth 2)."
+            "paper's; discrete; + multiplicative noise; self-consistent renormalized = the best) "
+            "against the aligned, range-projected, pooled simulated covariance (SPEC §8a), and "
+            f"the noise floor. Holds if the best theory is within max({LAYER_ERROR_TARGET:.0%}, "
+            f"{MATCH_MULTIPLE} noise floors) in every layer and the Hessian null space at an exact "
+            "minimum has the dimension of the symmetry orbit (N_h^2 per hidden layer; more when "
+            "N_h exceeds the rank of the product), the same as C's and containing the symmetry "
+            "directions. The imbalance W1 W1^T - W2^T W2 at the end of the run is compared with "
+            "the predicted noise-equilibrium point (depth 2)."
+        ),
+    )
+
+
+def _measure_layers(ds: xr.Dataset) -> Measurement:
+    return _layers_measurement(ds, None)
+
+
+def _measure_layers_small_eta(ds: xr.Dataset) -> Measurement:
+    return _layers_measurement(ds, (0.05,))
+
+
+def _measure_finite_eta(ds: xr.Dataset) -> Measurement:
+    rows, parts = [], []
+    points = _grid_points(ds)
+    for label, sub in points:
+        errors = _layer_errors(sub)
+        rows.append({"cell": label, **errors})
+        for row in errors.values():
+            gap = row["continuum"] - row["renormalized"]
+            parts.append(HOLDS if gap > MATCH_MULTIPLE * row["noise_floor"] else FAILS)
+    etas = ds["sgd.learning_rate"].values.astype(float)
+    for layer in _layer_names(ds):
+        cont = [_layer_errors(sub)[layer]["continuum"] for _, sub in points]
+        slope, *_ = loglog_slope(etas, cont)
+        parts.append(HOLDS if np.all(np.diff(cont) > 0) else FAILS)
+        rows.append({"cell": f"{layer}: continuum error vs eta", "log-log slope": slope})
+    return Measurement(
+        measured={"cells": rows},
+        verdict=combine(parts),
+        details=(
+            "Two-layer network at several learning rates. Holds if in every layer and at every "
+            "learning rate the paper's continuum linearization is further from the simulation "
+            f"than the best discrete-time theory by more than {MATCH_MULTIPLE} noise floors, and "
+            "the continuum error grows with eta (its log-log slope is reported)."
         ),
     )
 
 
 def _figure_layers(ds: xr.Dataset) -> Figure:
     layers = _layer_names(ds)
+    points = _grid_points(ds)
     fig, axes = _new_figure(len(layers))
-    methods = ("continuum", "discrete", "multiplicative", "renormalized")
-    cells = [str(c) for c in ds["cell_id"].values.ravel()]
-    width = 0.8 / (len(methods) + 1)
+    width = 0.8 / (len(_METHODS) + 1)
+    x = np.arange(len(points))
     for ax, layer in zip(axes, layers, strict=True):
-        for j, m in enumerate(methods):
-            vals = _values(ds, f"layers.{layer}.rel_error_{m}").ravel()
-            ax.bar(np.arange(len(cells)) + j * width, vals, width, label=m)
+        errors = [_layer_errors(sub)[layer] for _, sub in points]
+        for j, m in enumerate(_METHODS):
+            ax.bar(x + j * width, [e[m] for e in errors], width, label=m)
         ax.bar(
-            np.arange(len(cells)) + len(methods) * width,
-            _values(ds, f"layers.{layer}.noise_floor").ravel(),
+            x + len(_METHODS) * width,
+            [e["noise_floor"] for e in errors],
             width,
             color="grey",
             label="noise floor",
         )
-        ax.set_xticks(np.arange(len(cells)) + 0.4, [c[:28] for c in cells], fontsize=7, rotation=15)
+        ax.axhline(LAYER_ERROR_TARGET, color="k", lw=0.8, ls=":")
+        ax.set_xticks(x + 0.4, [label for label, _ in points], fontsize=7, rotation=10)
         ax.set_yscale("log")
         ax.set_title(layer)
-        ax.set_ylabel("relative Frobenius error")
+        ax.set_ylabel("relative Frobenius error vs simulation")
     axes[0].legend(fontsize="small")
     fig.tight_layout()
     return fig
@@ -587,56 +699,78 @@ def _figure_layers(ds: xr.Dataset) -> Figure:
 # ----------------------------------------------------------------------------- claim 6 and 7abcd
 
 
-def _ivfr_rows(ds: xr.Dataset, prefix: str = "ivfr") -> list[dict[str, Any]]:
+def _pooled_psi(sub: xr.Dataset, key: str) -> dict[str, Any] | None:
+    """Inverse-variance pooled psi over the replicates (independent data seeds) of a grid point."""
+    psi = _values(sub, f"{key}.psi").ravel()
+    se = _values(sub, f"{key}.psi_stderr").ravel()
+    keep = np.isfinite(psi) & np.isfinite(se) & (se > 0)
+    if not keep.any():
+        return None
+    w = 1.0 / se[keep] ** 2
+    mean = float(np.sum(w * psi[keep]) / np.sum(w))
+    half = Z95 / float(np.sqrt(np.sum(w)))
+    return {
+        "psi": mean,
+        "psi_ci": [mean - half, mean + half],
+        "psi_per_seed": psi[keep].tolist(),
+        "spearman": _mean(sub, f"{key}.spearman"),
+        "spearman_curvature": _mean(sub, f"{key}.spearman_curvature"),
+        "n_directions": _mean(sub, f"{key}.n_directions"),
+        "n_seeds": int(keep.sum()),
+    }
+
+
+def _ivfr_layers(ds: xr.Dataset) -> list[str]:
+    return sorted(
+        {
+            v.split(".")[1]
+            for v in ds.data_vars
+            if v.startswith("ivfr.layer_") and v.endswith(".psi")
+        }
+    )
+
+
+def _ivfr_rows(ds: xr.Dataset, prefix: str) -> list[dict[str, Any]]:
     rows = []
-    for cell in ds["cell_id"].values.ravel():
-        sub = ds.where(ds["cell_id"] == cell, drop=True)
-        row: dict[str, Any] = {"cell": str(cell)}
-        for layer in ("layer_1", "layer_2", "layer_3"):
-            key = f"{prefix}.{layer}"
-            if f"{key}.psi" not in ds:
-                continue
-            row[layer] = {
-                "psi": float(np.nanmean(_values(sub, f"{key}.psi"))),
-                "psi_ci": [
-                    float(np.nanmean(_values(sub, f"{key}.psi_ci_low"))),
-                    float(np.nanmean(_values(sub, f"{key}.psi_ci_high"))),
-                ],
-                "spearman": float(np.nanmean(_values(sub, f"{key}.spearman"))),
-                "spearman_curvature": float(np.nanmean(_values(sub, f"{key}.spearman_curvature"))),
-                "n_directions": float(np.nanmean(_values(sub, f"{key}.n_directions"))),
-            }
+    for label, sub in _grid_points(ds):
+        row: dict[str, Any] = {"cell": label}
+        for layer in _ivfr_layers(ds):
+            row[layer] = _pooled_psi(sub, f"{prefix}.{layer}")
         rows.append(row)
     return rows
 
 
 def _measure_ivfr(ds: xr.Dataset) -> Measurement:
     sim = _ivfr_rows(ds, "ivfr")
-    theory = _ivfr_rows(ds, "ivfr_theory")
-    continuum = _ivfr_rows(ds, "ivfr_continuum")
     parts = []
+    last = _ivfr_layers(ds)[-1] if _ivfr_layers(ds) else None
     for row in sim:
-        if "layer_2" in row:
-            lo, hi = row["layer_2"]["psi_ci"]
-            parts.append(interval_verdict(lo, hi, above=0.0))
+        entry = row.get(last) if last else None
+        parts.append(
+            INCONCLUSIVE if entry is None else interval_verdict(*entry["psi_ci"], above=0.0)
+        )
     return Measurement(
-        measured={"simulation": sim, "theory_best": theory, "theory_continuum": continuum},
+        measured={
+            "simulation": sim,
+            "theory_best": _ivfr_rows(ds, "ivfr_theory"),
+            "theory_continuum": _ivfr_rows(ds, "ivfr_continuum"),
+        },
         verdict=combine(parts),
         details=(
             "IVFR exponent psi from F_i ∝ sigma_i^-psi along the eigenvectors of each layer's "
             "covariance (simulation: aligned, projected and pooled windows, SPEC §8a; theory: "
-            "the best layer-wise theory and the paper's continuum one), with 95 % bootstrap "
-            "intervals. Holds if psi > 0 in the last layer (interval above 0) in every cell "
-            "(variance larger along sharper directions); fails if the interval lies below 0."
+            "the best layer-wise theory and the paper's continuum one). Each data seed gives psi "
+            "with a bootstrap standard error; seeds are pooled by inverse-variance weighting "
+            "(95 % interval). Holds if psi > 0 in the last layer (interval above 0) at every grid "
+            "point (variance larger along sharper directions); fails if an interval lies below 0."
         ),
     )
 
 
 def _figure_ivfr(ds: xr.Dataset) -> Figure:
-    fig, axes = _new_figure(2)
-    cells = [str(c) for c in ds["cell_id"].values.ravel()]
-    for i, layer in enumerate(("layer_1", "layer_2")):
-        ax = axes[i]
+    layers = _ivfr_layers(ds)
+    fig, axes = _new_figure(max(len(layers), 1))
+    for ax, layer in zip(axes, layers, strict=False):
         for j, (prefix, label) in enumerate(
             (
                 ("ivfr", "simulation"),
@@ -644,23 +778,25 @@ def _figure_ivfr(ds: xr.Dataset) -> Figure:
                 ("ivfr_continuum", "continuum theory"),
             )
         ):
-            if f"{prefix}.{layer}.psi" not in ds:
-                continue
-            psi = _values(ds, f"{prefix}.{layer}.psi").ravel()
-            lo = _values(ds, f"{prefix}.{layer}.psi_ci_low").ravel()
-            hi = _values(ds, f"{prefix}.{layer}.psi_ci_high").ravel()
-            x = np.arange(len(cells)) + 0.2 * j
-            ax.errorbar(
-                x,
-                psi,
-                yerr=[np.nan_to_num(psi - lo), np.nan_to_num(hi - psi)],
-                fmt="o",
-                capsize=3,
-                label=label,
-            )
+            rows = _ivfr_rows(ds, prefix)
+            for i, row in enumerate(rows):
+                entry = row.get(layer)
+                if entry is None:
+                    continue
+                lo, hi = entry["psi_ci"]
+                ax.errorbar(
+                    [i + 0.2 * j],
+                    [entry["psi"]],
+                    yerr=[[entry["psi"] - lo], [hi - entry["psi"]]],
+                    fmt="o",
+                    capsize=3,
+                    color=f"C{j}",
+                    label=label if i == 0 else None,
+                )
+        labels = [row["cell"] for row in _ivfr_rows(ds, "ivfr")]
         ax.axhline(0, color="k", lw=0.8)
-        ax.set_xticks(np.arange(len(cells)) + 0.2, [c[:28] for c in cells], fontsize=7, rotation=15)
-        ax.set_ylabel("IVFR exponent psi")
+        ax.set_xticks(np.arange(len(labels)) + 0.2, labels, fontsize=7, rotation=10)
+        ax.set_ylabel("IVFR exponent psi (F ∝ sigma^-psi)")
         ax.set_title(layer)
     axes[0].legend(fontsize="small")
     fig.tight_layout()
@@ -676,16 +812,20 @@ def _measure_test_loss(ds: xr.Dataset) -> Measurement:
     alpha = p / n_in
     test = _values(ds, "test_loss_ref")
     peak = np.nanargmax(np.nanmean(test, axis=1))
-    near_one = int(np.argmin(np.abs(np.log(alpha))))
     fluct = _values(ds, "test_loss_fluctuation_theory")
     fluct_sim = _values(ds, "test_loss_fluctuation_sim")
-    # the peak should sit at the grid point closest to alpha = 1 in the mean and in every seed
-    per_seed = np.nanargmax(test, axis=0)
+    # double descent: the seed-averaged test loss peaks at one of the two grid points that
+    # bracket alpha = 1, and in every seed that peak exceeds both ends of the alpha range
+    below, above = np.flatnonzero(alpha < 1), np.flatnonzero(alpha > 1)
+    bracket = {int(below[-1]), int(above[0])} if below.size and above.size else set()
+    ends = np.maximum(test[0], test[-1])
     peak_verdict = (
-        HOLDS
-        if peak == near_one and np.all(per_seed == near_one)
+        INCONCLUSIVE
+        if not bracket or not np.isfinite(test[peak]).all()
+        else HOLDS
+        if int(peak) in bracket and np.all(test[peak] > ends)
         else FAILS
-        if abs(int(peak) - near_one) > 1
+        if int(peak) not in bracket
         else INCONCLUSIVE
     )
     # interpolation (alpha < 1): zero residuals, so the fluctuation part must vanish
@@ -714,15 +854,17 @@ def _measure_test_loss(ds: xr.Dataset) -> Measurement:
                 float(np.nanmax(interp)) if over.any() else None
             ),
             "max_fluctuation_fraction": float(np.nanmax(np.nanmean(fluct / test, axis=1))),
-            "sim_vs_theory_fluctuation_ratio": float(np.nanmedian(fluct_sim / fluct)),
+            "sim_vs_theory_fluctuation_ratio": float(np.nanmedian(fluct_sim[~over] / fluct[~over])),
         },
         verdict=verdict,
         details=(
             "Test loss (independent test set) of the least-squares solution (minimum norm for "
             "alpha < 1) against alpha, and its SGD fluctuation contribution ½ tr(H_test Σ). "
-            "Double descent holds if the test loss peaks at the grid point closest to alpha = 1 "
-            "(in the seed average and every seed); the fluctuation term vanishes for alpha < 1 "
-            "(interpolation) and is reported with its fraction of the test loss."
+            "Double descent holds if the seed-averaged test loss peaks at one of the two grid "
+            "points bracketing alpha = 1 and, in every seed, exceeds the values at both ends of "
+            "the alpha range; the fluctuation term must vanish for alpha < 1 (interpolation, "
+            f"below {INTERPOLATION_FLUCTUATION_MAX:g} of the test loss) and is reported with "
+            "its fraction of the test loss elsewhere."
         ),
     )
 
@@ -798,7 +940,7 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         expected=f"null dim = N_h^2; best theory within max({LAYER_ERROR_TARGET:.0%}, "
         f"{MATCH_MULTIPLE} noise floors) per layer",
         sweep="two_layer_small",
-        measure=_measure_layers,
+        measure=_measure_layers_small_eta,
         figure=_figure_layers,
     ),
     ClaimSpec(
@@ -839,12 +981,12 @@ CLAIMS: tuple[ClaimSpec, ...] = (
     ),
     ClaimSpec(
         id="7e_finite_learning_rate",
-        statement="Beyond the paper: at finite learning rates the continuum linearization misses "
-        "the simulation, the discrete-time theories do not.",
-        expected=f"best theory within max({LAYER_ERROR_TARGET:.0%}, {MATCH_MULTIPLE} noise "
-        "floors) at eta = 0.05 and 0.1; continuum error grows with eta",
+        statement="Beyond the paper: at finite learning rates the paper's continuum linearization "
+        "misses the simulation increasingly with eta; the discrete-time theory stays closer.",
+        expected=f"continuum error exceeds the best theory's by > {MATCH_MULTIPLE} noise floors "
+        "at every eta and grows with eta",
         sweep="two_layer_small",
-        measure=_measure_layers,
+        measure=_measure_finite_eta,
         figure=_figure_layers,
     ),
     ClaimSpec(

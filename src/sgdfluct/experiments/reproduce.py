@@ -26,7 +26,7 @@ from sgdfluct.runner import run_experiment_without_figures
 
 __all__ = ["reproduce"]
 
-SCALES = ("quick", "full")
+SCALES = ("quick", "full", "smoke")
 
 
 def _spec(sweep: SweepDef) -> Any:
@@ -53,8 +53,9 @@ def _run(
     spec = _spec(sweep)
     error = ""
     try:
-        ds = run_sweep(spec, folder, workers=workers, progress=progress,
-                       cell_fn=run_experiment_without_figures)
+        ds = run_sweep(
+            spec, folder, workers=workers, progress=progress, cell_fn=run_experiment_without_figures
+        )
     except SweepIncomplete as exc:
         if exc.interrupted:
             raise

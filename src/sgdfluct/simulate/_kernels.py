@@ -243,9 +243,5 @@ if HAVE_NUMBA:
         else:
             _numba_chunk(theta, inputs, targets, idx, learning_rate, rows, cols, off, snap_at, out)
 
-    def set_threads(n: int | None) -> None:
-        """Limit numba's worker threads (``None``: all)."""
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS if n is None else n)
-
 else:  # pragma: no cover
     numba_chunk = None

@@ -19,7 +19,9 @@ SAMPLING_MODES = ("with_replacement", "without_replacement", "epoch_shuffle")
 IndexArray = NDArray[np.int64]
 
 
-def replica_seeds(seed: int | np.random.SeedSequence, replicas: int) -> list[np.random.SeedSequence]:
+def replica_seeds(
+    seed: int | np.random.SeedSequence, replicas: int
+) -> list[np.random.SeedSequence]:
     """Children ``SeedSequence(seed).spawn(replicas)``, one per replica.
 
     A ``SeedSequence`` argument is copied first (same entropy and spawn key), so calling this twice
@@ -53,7 +55,9 @@ def _validate(n_samples: int, batch_size: int, sampling: str) -> None:
 class _ReplicaStream:
     """Index buffer of one replica: refilled ``BLOCK_STEPS`` steps at a time."""
 
-    def __init__(self, n_samples: int, batch_size: int, sampling: str, seed: np.random.SeedSequence):
+    def __init__(
+        self, n_samples: int, batch_size: int, sampling: str, seed: np.random.SeedSequence
+    ):
         self.p, self.s, self.mode = n_samples, batch_size, sampling
         self.rng = np.random.default_rng(seed)
         self.buffer = np.empty((0, batch_size), dtype=np.int64)

@@ -1,0 +1,61 @@
+"""`sgdfluct reproduce` end to end at smoke scale (single-layer claims): files and contract."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from sgdfluct.cli import main
+from sgdfluct.experiments.claims import CLAIMS, sweep_defs
+from sgdfluct.experiments.verdicts import combine, interval_verdict, loglog_slope, mean_interval
+
+VERDICTS = {"holds", "fails", "inconclusive"}
+
+
+def test_reproduce_smoke_writes_report(tmp_path):
+    out = tmp_path / "rep"
+    args = ["reproduce", "--smoke", "--out", str(out), "--workers", "2", "-q"]
+    for claim in ("1", "2", "3", "7g"):
+        args += ["--only", claim]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    claims = json.loads((out / "claims.json").read_text())
+    assert [c["id"][:2] for c in claims] == ["1_", "2_", "3_", "7g"]
+    for claim in claims:
+        assert set(claim) == {"id", "statement", "measured", "expected", "verdict"}
+        assert claim["verdict"] in VERDICTS
+        assert "error" not in claim["measured"], claim["measured"]
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    assert (out / "report.md").is_file()
+    assert len(list((out / "figures").glob("*.png"))) == 4
+    # resuming: a second call recomputes nothing and gives the same claims
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0
+    assert json.loads((out / "claims.json").read_text()) == claims
+
+
+def test_every_claim_has_a_sweep_at_every_scale():
+    for scale in ("quick", "full", "smoke"):
+        defs = sweep_defs(scale)
+        assert {c.sweep for c in CLAIMS} <= set(defs)
+    ids = [c.id for c in CLAIMS]
+    assert len(ids) == len(set(ids))
+    for prefix in ("1_", "2_", "3_", "4_", "5_", "6_", "7a", "7b", "7c", "7e", "7f", "7g"):
+        assert any(i.startswith(prefix) for i in ids), prefix
+
+
+def test_verdict_rules():
+    assert interval_verdict(0.1, 0.3, above=0.0) == "holds"
+    assert interval_verdict(-0.3, -0.1, above=0.0) == "fails"
+    assert interval_verdict(-0.1, 0.3, above=0.0) == "inconclusive"
+    assert interval_verdict(float("-inf"), 1.0, above=0.0) == "inconclusive"
+    assert interval_verdict(0.1, 0.3, below=0.5) == "holds"
+    assert combine(["holds", "holds"]) == "holds"
+    assert combine(["holds", "inconclusive"]) == "inconclusive"
+    assert combine(["holds", "fails", "inconclusive"]) == "fails"
+    slope, lo, hi = loglog_slope([1, 2, 4, 8], [1, 2.1, 3.9, 8.2])
+    assert lo < 1.0 < hi and abs(slope - 1) < 0.05
+    m, lo, hi = mean_interval([1.0, 1.2, 0.8])
+    assert lo < m < hi and m == 1.0
