@@ -236,3 +236,17 @@ def test_invalid_arguments(kwargs: dict, match: str, rng: np.random.Generator) -
     base.update(kwargs)
     with pytest.raises(ValueError, match=match):
         simulate(x, y, [(1, 3)], np.zeros(3), **base)  # type: ignore[arg-type]
+
+
+def test_progress_bar_and_1d_targets(
+    rng: np.random.Generator, capsys: pytest.CaptureFixture
+) -> None:
+    x = rng.standard_normal((12, 3))
+    y = rng.standard_normal(12)
+    a = simulate(x, y, [(1, 3)], np.zeros(3), learning_rate=0.05, batch_size=3, steps=300,
+                 burn_in=50, replicas=2, seed=1, n_batches=2, progress=True)  # fmt: skip
+    b = simulate(x, y[:, None], [(1, 3)], np.zeros(3), learning_rate=0.05, batch_size=3,
+                 steps=300, burn_in=50, replicas=2, seed=1, n_batches=2)  # fmt: skip
+    np.testing.assert_array_equal(a.cov, b.cov)
+    assert "SGD" in capsys.readouterr().err
+    assert a.cov.shape == (3, 3) and a.replica_means.shape == (2, 3) and a.seconds > 0

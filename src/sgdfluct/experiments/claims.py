@@ -204,7 +204,7 @@ def sweep_defs(scale: str = "quick") -> dict[str, SweepDef]:
         SweepDef(
             name="two_layer_outputs",
             base=_merge(_WIDE, sgd={"steps": 300_000 * k}),
-            grid={"data.n_out": (2, 8)},
+            grid={"data.n_out": (2, 3)},
             replicates=5 if full else 3,
         ),
         SweepDef(
@@ -645,26 +645,32 @@ def _measure_layers_small_eta(ds: xr.Dataset) -> Measurement:
 def _measure_finite_eta(ds: xr.Dataset) -> Measurement:
     rows, parts = [], []
     points = _grid_points(ds)
-    for label, sub in points:
-        errors = _layer_errors(sub)
-        rows.append({"cell": label, **errors})
-        for row in errors.values():
-            gap = row["continuum"] - row["renormalized"]
-            parts.append(HOLDS if gap > MATCH_MULTIPLE * row["noise_floor"] else FAILS)
     etas = ds["sgd.learning_rate"].values.astype(float)
+    errors = [_layer_errors(sub) for _, sub in points]
+    for (label, _), err in zip(points, errors, strict=True):
+        rows.append({"cell": label, **err})
+        for row in err.values():
+            # the best discrete-time theory is closer to the simulation than the continuum one
+            parts.append(HOLDS if row["renormalized"] < row["continuum"] else FAILS)
     for layer in _layer_names(ds):
-        cont = [_layer_errors(sub)[layer]["continuum"] for _, sub in points]
-        slope, *_ = loglog_slope(etas, cont)
+        cont = np.array([e[layer]["continuum"] for e in errors])
+        floor = errors[-1][layer]["noise_floor"]
+        # at the largest learning rate the continuum theory misses by more than the noise allows
+        parts.append(HOLDS if cont[-1] > MATCH_MULTIPLE * floor else FAILS)
+        # and its error grows with eta
         parts.append(HOLDS if np.all(np.diff(cont) > 0) else FAILS)
-        rows.append({"cell": f"{layer}: continuum error vs eta", "log-log slope": slope})
+        exponent = float(np.polyfit(np.log(etas), np.log(cont), 1)[0])
+        rows.append({"cell": f"{layer}: continuum error vs eta", "log-log slope": exponent})
     return Measurement(
         measured={"cells": rows},
         verdict=combine(parts),
         details=(
-            "Two-layer network at several learning rates. Holds if in every layer and at every "
-            "learning rate the paper's continuum linearization is further from the simulation "
-            f"than the best discrete-time theory by more than {MATCH_MULTIPLE} noise floors, and "
-            "the continuum error grows with eta (its log-log slope is reported)."
+            "Two-layer network at several learning rates. Holds if in every layer (i) at the "
+            f"largest learning rate the paper's continuum linearization misses the simulation by "
+            f"more than {MATCH_MULTIPLE} noise floors, (ii) its error grows with eta (log-log "
+            "slope reported), and (iii) at every learning rate the best discrete-time theory "
+            "(multiplicative noise, self-consistent) is closer to the simulation than the "
+            "continuum one."
         ),
     )
 
@@ -764,6 +770,31 @@ def _measure_ivfr(ds: xr.Dataset) -> Measurement:
             "(95 % interval). Holds if psi > 0 in the last layer (interval above 0) at every grid "
             "point (variance larger along sharper directions); fails if an interval lies below 0."
         ),
+    )
+
+
+#: claim 6 is the paper's configuration (N_i = 20, N_h = N_o = 5); 7b reports every width
+PAPER_WIDTH = 5
+
+
+def _measure_ivfr_paper_width(ds: xr.Dataset) -> Measurement:
+    sub = ds.sel({"model.hidden": [PAPER_WIDTH]})
+    base = _measure_ivfr(sub)
+    (row,) = base.measured["simulation"]
+    first, last = row.get("layer_1"), row.get("layer_2")
+    if first is None or last is None:
+        return base
+    # "strongest in layer 2": psi_2 - psi_1 with the two (independent) pooled errors combined
+    se = [(e["psi_ci"][1] - e["psi_ci"][0]) / (2 * Z95) for e in (first, last)]
+    diff, half = last["psi"] - first["psi"], Z95 * float(np.hypot(*se))
+    measured = {
+        **base.measured,
+        "psi_layer2_minus_layer1": {"value": diff, "ci": [diff - half, diff + half]},
+    }
+    return Measurement(
+        measured=measured,
+        verdict=combine([base.verdict, interval_verdict(diff - half, diff + half, above=0.0)]),
+        details=base.details + " Strongest in layer 2: psi_2 - psi_1 must be above 0 (95 %).",
     )
 
 
@@ -949,7 +980,7 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         "IVFR (psi > 0), strongest in layer 2.",
         expected="psi > 0 in layer 2 (95 % interval above 0)",
         sweep="two_layer_wide",
-        measure=_measure_ivfr,
+        measure=_measure_ivfr_paper_width,
         figure=_figure_ivfr,
     ),
     ClaimSpec(
@@ -983,8 +1014,8 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         id="7e_finite_learning_rate",
         statement="Beyond the paper: at finite learning rates the paper's continuum linearization "
         "misses the simulation increasingly with eta; the discrete-time theory stays closer.",
-        expected=f"continuum error exceeds the best theory's by > {MATCH_MULTIPLE} noise floors "
-        "at every eta and grows with eta",
+        expected=f"continuum error > {MATCH_MULTIPLE} noise floors at the largest eta and growing "
+        "with eta; best discrete-time theory closer at every eta",
         sweep="two_layer_small",
         measure=_measure_finite_eta,
         figure=_figure_layers,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,6 +119,23 @@ def _divergence(
     )
 
 
+#: "auto" prefers the NumPy engine for deep nets with a layer of at least this many weights and at
+#: least AUTO_NUMPY_REPLICAS replicas: there batched BLAS matmuls over replicas beat the per-sample
+#: numba loops (measured in benchmarks/README.md: 50x50 hidden layer, R = 8: 84k vs 53k
+#: replica-steps/s).
+AUTO_NUMPY_LAYER_SIZE = 2000
+AUTO_NUMPY_REPLICAS = 8
+
+
+def _auto_engine(shapes: Sequence[tuple[int, int]], replicas: int) -> str:
+    if not _kernels.HAVE_NUMBA:
+        return "numpy"
+    wide = max(r * c for r, c in shapes) >= AUTO_NUMPY_LAYER_SIZE
+    if len(shapes) >= 2 and wide and replicas >= AUTO_NUMPY_REPLICAS:
+        return "numpy"
+    return "numba"
+
+
 def simulate(
     inputs: Array,
     targets: Array,
@@ -175,7 +193,8 @@ def simulate(
     progress : bool
         Show a tqdm progress bar.
     engine : {"auto", "numba", "numpy"}
-        ``"auto"``: numba when importable.
+        ``"auto"``: numba when importable, except NumPy for depth >= 2 with a layer of >= 2000
+        weights and >= 8 replicas (faster there, see benchmarks/README.md).
     chunk_steps : int
         Steps per kernel call (results do not depend on it; for tests and tuning).
 
@@ -207,7 +226,7 @@ def simulate(
         raise ValueError("shapes must name at least one layer")
     if shapes[0][1] != x.shape[1] or shapes[-1][0] != y.shape[1]:
         raise ValueError(f"shapes {shapes} do not fit inputs {x.shape} and targets {y.shape}")
-    for (r1, _), (_, c2) in zip(shapes[:-1], shapes[1:], strict=True):
+    for (r1, _), (_, c2) in itertools.pairwise(shapes):
         if r1 != c2:
             raise ValueError(f"shapes {shapes}: consecutive layers do not chain")
     d = networks.n_params(shapes)
@@ -232,7 +251,7 @@ def simulate(
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "auto":
-        engine = "numba" if _kernels.HAVE_NUMBA else "numpy"
+        engine = _auto_engine(shapes, replicas)
     if engine == "numba" and not _kernels.HAVE_NUMBA:
         raise ValueError("engine='numba' requested but numba is not importable")
     kernel = _kernels.numba_chunk if engine == "numba" else _kernels.numpy_chunk

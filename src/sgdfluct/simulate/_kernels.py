@@ -22,7 +22,6 @@ Array = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
 try:  # numba is a core dependency, but keep a working fallback if its import fails
-    import numba
     from numba import njit, prange
 
     HAVE_NUMBA = os.environ.get("SGDFLUCT_DISABLE_NUMBA", "") == ""
@@ -244,4 +243,4 @@ if HAVE_NUMBA:
             _numba_chunk(theta, inputs, targets, idx, learning_rate, rows, cols, off, snap_at, out)
 
 else:  # pragma: no cover
-    numba_chunk = None
+    numba_chunk = None  # type: ignore[assignment]

@@ -5,9 +5,10 @@ stability) and the next-step deviations ``v'_k = theta_{k+1} - ref`` are fed in 
 of each replica are cut into ``n_batches`` contiguous batches; per (replica, batch) the accumulator
 keeps the batch sums of ``v v^T``, ``v v'^T``, ``v`` and ``v'`` and, at the end of every batch,
 folds the squared linearized pseudo-values into global sums. Memory: ``O(G d^2)`` with G = R
-replica groups (fewer when ``2 R d^2`` floats would exceed ``GROUP_BYTES``; then the batch means
-run over (replica group, batch)), flat in the number of steps. Records are buffered and flushed in fixed groups (``FLUSH_RECORDS`` or a batch
-end), so the floating-point summation order is independent of how the caller chunks the run.
+replica groups (fewer when ``2 R d^2`` floats would exceed ``GROUP_BYTES``; then the batch
+means run over (replica group, batch)), flat in the number of steps. Records are buffered and
+flushed in fixed groups (``FLUSH_RECORDS`` or a batch end), so the floating-point summation order
+is independent of how the caller chunks the run.
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ class StreamingMoments:
 
         Notes
         -----
-        With ``K = G * n_batches`` batches (G replica groups, G = R unless memory-capped), batch means ``A_b = <v v^T>_b``, ``B_b = <v v'^T>_b``,
+        With ``K = G * n_batches`` batches (G replica groups, G = R unless memory-capped), batch
+        means ``A_b = <v v^T>_b``, ``B_b = <v v'^T>_b``,
         ``a_b = <v>_b``, ``w_b = <v'>_b`` and pooled ``m = mean a_b``, ``m' = mean w_b``:
         ``cov = mean A_b - m m^T``, ``lag1 = mean B_b - m m'^T``; the pseudo-values
         ``z_b = A_b - a_b m^T - m a_b^T`` (``B_b - a_b m'^T - m w_b^T``) linearize them, and
