@@ -18,12 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
+from matplotlib.figure import Figure
 
 from sgdfluct import __version__, networks
 from sgdfluct.config import ConfigError, ExperimentConfig, config_to_toml
@@ -250,7 +247,7 @@ def _single_layer(
     ratio = x.shape[1] / x.shape[0]
 
     def spectra_figure() -> Any:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = _subplots(figsize=(6, 4))
         hx_eigs = np.linalg.eigvalsh(x.T @ x / x.shape[0])
         if n_out == 1 and ratio < 1:
             plot_single.plot_hessian_noise_spectra(hx_eigs, spectra.noise_eigs, ratio, ax=ax)
@@ -267,7 +264,7 @@ def _single_layer(
         return fig
 
     def comparison_figure() -> Any:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        fig, axes = _subplots(1, 2, figsize=(10, 4))
         plot_single.plot_covariance_comparison(
             sim.cov,
             exact.cov,
@@ -285,7 +282,7 @@ def _single_layer(
         return fig
 
     def cov_spectrum_figure() -> Any:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = _subplots(figsize=(6, 4))
         plot_single.plot_covariance_spectrum(spectra.cov_eigs, ax=ax)
         return fig
 
@@ -319,7 +316,7 @@ def _ivfr_figures(sim: dict[int, Any], theory: dict[int, Any]) -> dict[str, Figu
     def make(results: dict[int, Any], kind: str) -> FigureMaker:
         def draw() -> Any:
             layers = sorted(results)
-            fig, axes = plt.subplots(3, len(layers), figsize=(5 * len(layers), 12), squeeze=False)
+            fig, axes = _subplots(3, len(layers), figsize=(5 * len(layers), 12), squeeze=False)
             for col, layer in enumerate(layers):
                 plot_landscape.plot_variance_flatness(results[layer], ax=axes[0, col])
                 plot_landscape.plot_curvature_variance(results[layer], ax=axes[1, col])
@@ -544,7 +541,7 @@ def _deep(
     )
 
     def imbalance_figure() -> Any:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = _subplots(figsize=(7, 4))
         predicted = summary.get("equilibrium", {}).get("predicted_imbalance")
         plot_two.plot_imbalance(
             sim.trajectory_steps,
@@ -556,7 +553,7 @@ def _deep(
 
     def spectra_figure() -> Any:
         layers = range(1, len(shapes) + 1)
-        fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 4), squeeze=False)
+        fig, axes = _subplots(1, len(shapes), figsize=(5 * len(shapes), 4), squeeze=False)
         plot_two.plot_layer_spectra(
             [meas.layer(l) for l in layers],
             {m: [t.layer(shapes, l) for l in layers] for m, t in theories.items()},
@@ -690,10 +687,17 @@ def _dataset(
     return ds
 
 
+def _subplots(*args: Any, **kwargs: Any) -> tuple[Figure, Any]:
+    """Figure and axes without pyplot: no global figure manager, no backend switch."""
+    figsize = kwargs.pop("figsize", None)
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
 def _draw(makers: dict[str, FigureMaker], folder: Path) -> None:
     for name, make in makers.items():
         fig = make()
         try:
             atomic_save_figure(fig, folder / f"{name}.png")
         finally:
-            plt.close(fig)
+            fig.clear()

@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
@@ -289,7 +288,8 @@ def _per_axis(ds: xr.Dataset, axis: str, name: str) -> list[dict[str, Any]]:
 
 
 def _new_figure(ncols: int = 1, width: float = 5.5) -> tuple[Figure, np.ndarray]:
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, 4), squeeze=False)
+    fig = Figure(figsize=(width * ncols, 4))
+    axes = fig.subplots(1, ncols, squeeze=False)
     return fig, axes[0]
 
 

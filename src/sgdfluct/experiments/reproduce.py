@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import xarray as xr
 
 from sgdfluct import __version__
@@ -79,7 +78,7 @@ def _claim_result(
             atomic_save_figure(fig, path)
             figures.append(path)
         finally:
-            plt.close(fig)
+            fig.clear()
     except Exception as exc:  # a failed measurement is reported, never turned into a verdict
         measurement = Measurement(
             measured={"error": f"{type(exc).__name__}: {exc}"},
