@@ -202,7 +202,8 @@ def _single_layer(
     # E[u_k u_{k+1}^T] = M (1 - eta H) exactly, so the lag-1 estimator targets ½[H, M] of the
     # exact discrete-time covariance M
     current_theory = 0.5 * (hess @ exact.cov - exact.cov @ hess)
-    current_sim, current_sim_se = current_from_lag1(sim.lag1, s.learning_rate, sim.lag1_stderr)
+    current_sim, _ = current_from_lag1(sim.lag1, s.learning_rate)
+    current_sim_se = sim.lag1_antisym_stderr / (2.0 * s.learning_rate)
     err_current = relative_frobenius_error(current_sim, current_theory, current_sim_se)
     spectra = single_layer_spectra(hess, noise, exact.cov)
     rng = np.random.default_rng(np.random.SeedSequence([s.seed, config.data.seed, 7]))

@@ -51,6 +51,10 @@ class SimulationResult:
         ``mean_k (theta_k - mean)(theta_{k+1} - mean)^T`` over recorded steps k, with ``k+1``
         the next SGD step; ``(lag1 - lag1.T) / (2 eta)`` estimates the current Q (SPEC §6).
     lag1_stderr : ndarray (d, d)
+        Entry-wise standard error of ``lag1``.
+    lag1_antisym_stderr : ndarray (d, d)
+        Standard error of ``lag1 - lag1.T`` (batch means of the antisymmetric part; use it for
+        the current, since ``lag1_ij`` and ``lag1_ji`` are strongly correlated).
     replica_means : ndarray (R, d)
     n_records : int
         Records per replica.
@@ -74,6 +78,7 @@ class SimulationResult:
     cov_stderr: Array
     lag1: Array
     lag1_stderr: Array
+    lag1_antisym_stderr: Array
     replica_means: Array
     n_records: int
     trajectory: Array | None
@@ -338,6 +343,7 @@ def simulate(
         cov_stderr=mom.cov_stderr,
         lag1=mom.lag1,
         lag1_stderr=mom.lag1_stderr,
+        lag1_antisym_stderr=mom.lag1_antisym_stderr,
         replica_means=mom.replica_means,
         n_records=n_records,
         trajectory=traj,

@@ -41,6 +41,7 @@ class Moments:
     cov_stderr: Array
     lag1: Array
     lag1_stderr: Array
+    lag1_antisym_stderr: Array
     replica_means: Array
 
 
@@ -98,6 +99,7 @@ class StreamingMoments:
         self.sAa = np.zeros((d, d))  # sum A_ij a_i
         self.sBa = np.zeros((d, d))  # sum B_ij a_i
         self.sBw = np.zeros((d, d))  # sum B_ij w_j
+        self.sBBt = np.zeros((d, d))  # sum B_ij B_ji (for the antisymmetric part of lag1)
         self.saa = np.zeros((d, d))  # sum a a^T
         self.saw = np.zeros((d, d))  # sum a w^T
 
@@ -135,6 +137,7 @@ class StreamingMoments:
         self.sw += w.sum(axis=0)
         self.sA2 += np.einsum("rij,rij->ij", big_a, big_a)
         self.sB2 += np.einsum("rij,rij->ij", big_b, big_b)
+        self.sBBt += np.einsum("rij,rji->ij", big_b, big_b)
         self.sa2 += np.einsum("ri,ri->i", a, a)
         self.sw2 += np.einsum("ri,ri->i", w, w)
         self.sAa += np.einsum("rij,ri->ij", big_a, a)
@@ -219,6 +222,14 @@ class StreamingMoments:
         y_mean = mean_b - np.outer(ma, mw) - np.outer(m, mwa)
         var_y = (s_y2 - k * y_mean**2) / (k - 1.0)
         lag1_se = np.sqrt(np.maximum(var_y, 0.0) / k)
+        # antisymmetric part lag1 - lag1^T (the probability current): batch means
+        # q_b = B_b - B_b^T; the mean correction m m'^T - m' m^T is second order (m' - m = O(1/n))
+        # and left out. Entries ij and ji are strongly correlated, so this is much smaller than
+        # combining lag1_stderr_ij and lag1_stderr_ji as if independent.
+        q_mean = (self.sB - self.sB.T) / k
+        s_q2 = self.sB2 + self.sB2.T - 2.0 * self.sBBt
+        var_q = (s_q2 - k * q_mean**2) / (k - 1.0)
+        antisym_se = np.sqrt(np.maximum(var_q, 0.0) / k)
         var_m = (self.sa2 - k * ma * ma) / (k - 1.0)
         mean_se = np.sqrt(np.maximum(var_m, 0.0) / k)
         return Moments(
@@ -228,5 +239,6 @@ class StreamingMoments:
             cov_stderr=cov_se,
             lag1=lag1,
             lag1_stderr=lag1_se,
+            lag1_antisym_stderr=antisym_se,
             replica_means=self.ref + self.tot_a / self.n_records,
         )
