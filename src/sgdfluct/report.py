@@ -136,7 +136,8 @@ def _format_number(value: Any) -> str:
 
 
 def format_measured(value: Any) -> str:
-    """Render one measured value: ``x ± s``, ``x [lo, hi]``, a number or plain text."""
+    """Render one measured value: ``x ± s``, ``x [lo, hi]``, a number, plain text, or (nested
+    mappings and lists of them) an indented block of ``key: value`` lines."""
     value = to_jsonable(value)
     if isinstance(value, Mapping) and "value" in value:
         text = _format_number(value["value"])
@@ -147,10 +148,27 @@ def format_measured(value: Any) -> str:
             text += f" [{_format_number(ci[0])}, {_format_number(ci[1])}]"
         extra = {k: v for k, v in value.items() if k not in ("value", "stderr", "ci")}
         if extra:
-            text += " (" + ", ".join(f"{k}: {_format_number(v)}" for k, v in extra.items()) + ")"
+            text += " (" + ", ".join(f"{k}: {format_measured(v)}" for k, v in extra.items()) + ")"
         return text
+    if isinstance(value, Mapping):
+        lines = []
+        for k, v in value.items():
+            inner = format_measured(v)
+            if "\n" in inner:
+                lines.append(f"{k}:")
+                lines.extend("  " + line for line in inner.splitlines())
+            else:
+                lines.append(f"{k}: {inner}")
+        return "\n".join(lines)
     if isinstance(value, list):
-        return "[" + ", ".join(_format_number(v) for v in value) + "]"
+        if all(not isinstance(v, Mapping | list) for v in value):
+            return "[" + ", ".join(_format_number(v) if v is not None else "n/a" for v in value) + "]"
+        lines = []
+        for v in value:
+            inner = format_measured(v).splitlines() or [""]
+            lines.append("- " + inner[0])
+            lines.extend("  " + line for line in inner[1:])
+        return "\n".join(lines)
     if value is None:
         return "n/a (non-finite)"
     return _format_number(value)
@@ -236,9 +254,14 @@ def _render_markdown(
         if len(rows) == 1 and rows[0][0] == "":
             lines += [rows[0][1], ""]
         else:
-            lines += ["| quantity | value |", "|---|---|"]
-            lines += [f"| {_md_cell(k)} | {_md_cell(v)} |" for k, v in rows]
-            lines.append("")
+            flat = [(k, v) for k, v in rows if "\n" not in v]
+            nested = [(k, v) for k, v in rows if "\n" in v]
+            if flat:
+                lines += ["| quantity | value |", "|---|---|"]
+                lines += [f"| {_md_cell(k)} | {_md_cell(v)} |" for k, v in flat]
+                lines.append("")
+            for k, v in nested:  # structured values keep their layout in a code block
+                lines += [f"*{k}*", "", "```", v, "```", ""]
         for rel in figures[c.id]:
             lines += [f"![{c.id}: {rel.name}]({rel.as_posix()})", ""]
         if c.details:
@@ -258,7 +281,7 @@ h2 { font-size: 1.25rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; m
 table { border-collapse: collapse; margin: .8rem 0; width: 100%; }
 th, td { border: 1px solid #ddd; padding: .3rem .6rem; text-align: left; vertical-align: top; }
 th { background: #f6f6f6; }
-td.num { font-family: ui-monospace, Menlo, Consolas, monospace; }
+td.num { font-family: ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap; }
 table.header td:first-child { width: 12rem; color: #555; }
 .badge { display: inline-block; padding: .1rem .55rem; border-radius: .8rem; font-size: .85rem;
          font-weight: 600; color: #fff; }
