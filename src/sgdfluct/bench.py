@@ -235,6 +235,12 @@ def run_benchmarks(quick: bool = True, progress: bool = False) -> dict[str, Any]
         "method": "tracemalloc peak of Python/NumPy allocations during simulate()",
     }
     say(f"memory: {mem}")
+    # the exact discrete-time solver against one continuum Lyapunov solve of the same size
+    # (issue target: at most 10x at N_i = 200, N_o = 1, P = 400)
+    from sgdfluct.theory.discrete import benchmark_exact_solver
+
+    solver = benchmark_exact_solver(n_in=200, n_samples=400)
+    say(f"exact solver: {solver}")
     try:
         import numba
 
@@ -245,6 +251,7 @@ def run_benchmarks(quick: bool = True, progress: bool = False) -> dict[str, Any]
         "problems": problems,
         "gemm_peak_gflops": peak,
         "memory": mem,
+        "exact_solver": solver,
         "machine": {
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
