@@ -7,7 +7,7 @@ OUT ?= results
 # and pip never pulls a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install install-dev reproduce run-example test test-all lint bench clean
+.PHONY: install install-dev reproduce run-example test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -26,11 +26,12 @@ reproduce: install
 run-example: install
 	$(BIN)/sgdfluct run configs/single_layer.toml --out $(OUT)/single_layer
 
+# the whole suite, slow statistical tests included (about 2 minutes on 2 cores)
 test: install-dev
-	$(BIN)/python -m pytest -m "not slow" -q
-
-test-all: install-dev
 	$(BIN)/python -m pytest -q
+
+test-fast: install-dev
+	$(BIN)/python -m pytest -m "not slow" -q
 
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks

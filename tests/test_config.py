@@ -64,14 +64,14 @@ def test_frozen_and_overrides():
     new = with_overrides(cfg, {"data.n_samples": 40, "sgd.learning_rate": 0.02})
     assert new.data.n_samples == 40 and new.sgd.learning_rate == 0.02
     assert cfg.data.n_samples == 100
-    with pytest.raises(ConfigError, match="unknown key 'sgd.lr'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'sgd\.lr'"):
         with_overrides(cfg, {"sgd.lr": 0.1})
-    with pytest.raises(ConfigError, match="sgd.batch_size"):
+    with pytest.raises(ConfigError, match=r"sgd\.batch_size"):
         with_overrides(cfg, {"data.n_samples": 5})
 
 
 def test_direct_construction_validates():
-    with pytest.raises(ConfigError, match="sgd.record_every"):
+    with pytest.raises(ConfigError, match=r"sgd\.record_every"):
         SGDConfig(steps=10, burn_in=5, record_every=6)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -62,7 +64,7 @@ def test_balanced_minimum_is_balanced_critical_point(depth, rng):
     theta = nw.balanced_minimum(x, y, shapes)
     assert np.abs(nw.gradient(theta, shapes, x, y)).max() < 1e-12
     ws = nw.unflatten(theta, shapes)
-    for lower, upper in zip(ws[:-1], ws[1:], strict=True):
+    for lower, upper in itertools.pairwise(ws):
         np.testing.assert_allclose(lower @ lower.T, upper.T @ upper, atol=1e-12)
     # product equals the least-squares solution (N_h >= rank)
     np.testing.assert_allclose(nw.product(ws), nw.least_squares(x, y), atol=1e-12)

@@ -78,6 +78,7 @@ __all__ = [
     "fluctuation_directions",
     "ivfr_analysis",
     "layered_covariance",
+    "load_config",
     "load_sweep",
     "make_dataset",
     "measure_layered_covariance",

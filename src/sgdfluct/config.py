@@ -7,7 +7,8 @@ The schema is the one of ``INTERFACE.md``::
     [sgd]    learning_rate, batch_size, sampling, steps, burn_in, record_every, replicas, seed
     [analysis] (optional) options of the depth >= 2 measurement and of the IVFR analysis
 
-Every value is checked when the object is built. A bad value raises :class:`ConfigError` whose message
+Every value is checked when the object is built. A bad value raises :class:`ConfigError` whose
+message
 names the key (``section.field``), the value and the allowed range. Constraints are declared as data
 (:data:`_FIELDS`), not scattered through code.
 """

@@ -162,13 +162,14 @@ def format_measured(value: Any) -> str:
         return "\n".join(lines)
     if isinstance(value, list):
         if all(not isinstance(v, Mapping | list) for v in value):
-            return "[" + ", ".join(_format_number(v) if v is not None else "n/a" for v in value) + "]"
-        lines = []
+            items = (_format_number(v) if v is not None else "n/a" for v in value)
+            return "[" + ", ".join(items) + "]"
+        out: list[str] = []
         for v in value:
-            inner = format_measured(v).splitlines() or [""]
-            lines.append("- " + inner[0])
-            lines.extend("  " + line for line in inner[1:])
-        return "\n".join(lines)
+            block = format_measured(v).splitlines() or [""]
+            out.append("- " + block[0])
+            out.extend("  " + line for line in block[1:])
+        return "\n".join(out)
     if value is None:
         return "n/a (non-finite)"
     return _format_number(value)

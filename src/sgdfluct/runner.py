@@ -4,7 +4,8 @@ This module is orchestration only: every number comes from the library modules
 (:mod:`sgdfluct.simulate`, :mod:`sgdfluct.theory`, :mod:`sgdfluct.analysis`,
 :mod:`sgdfluct.landscape`). It is the one place where simulation and theory meet.
 
-Outputs in ``out_dir`` (INTERFACE.md): ``config.toml``, ``result.nc``, ``figures/*.png`` and, written
+Outputs in ``out_dir`` (INTERFACE.md): ``config.toml``, ``result.nc``, ``figures/*.png`` and,
+written
 last so that its presence marks a finished run, ``summary.json``.
 """
 
@@ -341,7 +342,8 @@ INTERPOLATION_RTOL = 1e-9
 
 
 def _interpolates(residuals: Array, targets: Array) -> bool:
-    return bool(np.linalg.norm(residuals) <= INTERPOLATION_RTOL * max(np.linalg.norm(targets), 1.0))
+    scale = max(float(np.linalg.norm(targets)), 1.0)
+    return bool(float(np.linalg.norm(residuals)) <= INTERPOLATION_RTOL * scale)
 
 
 def _interpolating_single_layer(
@@ -441,7 +443,7 @@ def _ivfr_block(ivfr: _IVFR) -> dict[str, Any]:
 
 
 def _trajectory_every(config: ExperimentConfig, shapes: list[tuple[int, int]]) -> int:
-    """Thinning of stored snapshots: every ``record_every`` steps, capped at ~256 MB of snapshots."""
+    """Thinning of stored snapshots: every ``record_every`` steps, at most ~256 MB of them."""
     s = config.sgd
     d = networks.n_params(shapes)
     budget = 256e6 / 8 / (d * s.replicas)
@@ -481,9 +483,18 @@ def _deep(
     hess = networks.hessian(theta_ref, shapes, x, y)
     noise = networks.noise_covariance(theta_ref, shapes, x, y)
     rng = np.random.default_rng(np.random.SeedSequence([s.seed, config.data.seed, 11]))
-    common = dict(learning_rate=s.learning_rate, batch_size=s.batch_size, sampling=s.sampling)
     theories = {
-        method: layered_covariance(theta_ref, shapes, x, y, method=method, rng=rng, **common)
+        method: layered_covariance(
+            theta_ref,
+            shapes,
+            x,
+            y,
+            method=method,
+            rng=rng,
+            learning_rate=s.learning_rate,
+            batch_size=s.batch_size,
+            sampling=s.sampling,
+        )
         for method in ("continuum", "discrete", "multiplicative", "renormalized")
     }
     best = theories["renormalized"]
@@ -612,7 +623,7 @@ def _equilibrium_metrics(
         "predicted_imbalance": predicted.tolist(),
         "measured_imbalance": final.tolist(),
         "rel_error": float(
-            np.linalg.norm(final - predicted) / max(np.linalg.norm(predicted), 1e-300)
+            np.linalg.norm(final - predicted) / max(float(np.linalg.norm(predicted)), 1e-300)
         ),
         "saturated": bool(meas.saturation.saturated) if meas.saturation is not None else None,
     }

@@ -30,13 +30,27 @@ def test_current_matches_theory_within_calibrated_errors(global_random_seed):
     eta, batch = 0.1, 4
     theta = networks.least_squares(x, y).ravel()
     exact = stationary_covariance(
-        x, least_squares_residuals(x, y), learning_rate=eta, batch_size=batch,
+        x,
+        least_squares_residuals(x, y),
+        learning_rate=eta,
+        batch_size=batch,
         sampling="with_replacement",
     )
     hess = networks.hessian(theta, shapes, x, y)
     q_theory = 0.5 * (hess @ exact.cov - exact.cov @ hess)
-    sim = simulate(x, y, shapes, theta, learning_rate=eta, batch_size=batch, steps=60_000,
-                   burn_in=2_000, record_every=3, replicas=32, seed=global_random_seed)
+    sim = simulate(
+        x,
+        y,
+        shapes,
+        theta,
+        learning_rate=eta,
+        batch_size=batch,
+        steps=60_000,
+        burn_in=2_000,
+        record_every=3,
+        replicas=32,
+        seed=global_random_seed,
+    )
     q_sim = (sim.lag1 - sim.lag1.T) / (2 * eta)
     se = sim.lag1_antisym_stderr / (2 * eta)
     iu = np.triu_indices(theta.size, 1)

@@ -89,7 +89,7 @@ class ClaimSpec:
 
 # ----------------------------------------------------------------------------- sweeps
 
-_SINGLE = {
+_SINGLE: dict[str, dict[str, Any]] = {
     "data": {"n_in": 10, "n_out": 1, "n_samples": 20, "label_noise": 1.0, "seed": 0},
     "model": {"depth": 1},
     "sgd": {
@@ -104,7 +104,7 @@ _SINGLE = {
     },
     "analysis": {"bootstrap": 300},
 }
-_TWO = {
+_TWO: dict[str, dict[str, Any]] = {
     "data": {"n_in": 6, "n_out": 2, "n_samples": 60, "label_noise": 1.0, "seed": 0},
     "model": {"depth": 2, "hidden": 3},
     "sgd": {
@@ -119,7 +119,7 @@ _TWO = {
     },
     "analysis": {"bootstrap": 300, "windows": 8},
 }
-_WIDE = {
+_WIDE: dict[str, dict[str, Any]] = {
     "data": {"n_in": 20, "n_out": 5, "n_samples": 200, "label_noise": 1.0, "seed": 0},
     "model": {"depth": 2, "hidden": 5},
     "sgd": {
@@ -169,7 +169,7 @@ def sweep_defs(scale: str = "quick") -> dict[str, SweepDef]:
                     "replicas": 2,
                 },
             ),
-            grid={"data.n_samples": tuple(int(round(a * n_alpha_in)) for a in alphas)},
+            grid={"data.n_samples": tuple(round(a * n_alpha_in) for a in alphas)},
             replicates=5 if full else 3,
         ),
         SweepDef(
@@ -253,9 +253,7 @@ def _shrink(sweep: SweepDef) -> SweepDef:
     if "data.n_samples" in grid and not deep:
         # keep alpha = P / N_i: the grid was built for the unshrunk N_i
         ratio = base["data"]["n_in"] / sweep.base["data"]["n_in"]
-        grid["data.n_samples"] = tuple(
-            max(2, int(round(p * ratio))) for p in grid["data.n_samples"]
-        )
+        grid["data.n_samples"] = tuple(max(2, round(p * ratio)) for p in grid["data.n_samples"])
     return SweepDef(name=sweep.name, base=base, grid=grid, replicates=min(sweep.replicates, 2))
 
 
@@ -538,7 +536,9 @@ def _figure_eta(ds: xr.Dataset) -> Figure:
 
 
 def _layer_names(ds: xr.Dataset) -> list[str]:
-    names = sorted({v.split(".")[1] for v in ds.data_vars if v.startswith("layers.layer_")})
+    names = sorted(
+        {str(v).split(".")[1] for v in ds.data_vars if str(v).startswith("layers.layer_")}
+    )
     return names
 
 
@@ -643,7 +643,8 @@ def _measure_layers_small_eta(ds: xr.Dataset) -> Measurement:
 
 
 def _measure_finite_eta(ds: xr.Dataset) -> Measurement:
-    rows, parts = [], []
+    rows: list[dict[str, Any]] = []
+    parts: list[str] = []
     points = _grid_points(ds)
     etas = ds["sgd.learning_rate"].values.astype(float)
     errors = [_layer_errors(sub) for _, sub in points]
@@ -729,9 +730,9 @@ def _pooled_psi(sub: xr.Dataset, key: str) -> dict[str, Any] | None:
 def _ivfr_layers(ds: xr.Dataset) -> list[str]:
     return sorted(
         {
-            v.split(".")[1]
+            str(v).split(".")[1]
             for v in ds.data_vars
-            if v.startswith("ivfr.layer_") and v.endswith(".psi")
+            if str(v).startswith("ivfr.layer_") and str(v).endswith(".psi")
         }
     )
 
