@@ -237,6 +237,7 @@ def _single_layer(
         "cov_anisotropy": spectra.cov_anisotropy,
         "curvature_cv": spectra.curvature_cv,
         "hessian_cv": spectra.hessian_cv,
+        **_random_matrix_metrics(config, x, spectra.noise_eigs),
         "lambda_max": float(np.linalg.eigvalsh(hess)[-1]),
         "stability_bound": float(2.0 / np.linalg.eigvalsh(hess)[-1]),
         "n_records": sim.n_records,
@@ -335,6 +336,35 @@ def _ivfr_figures(sim: dict[int, Any], theory: dict[int, Any]) -> dict[str, Figu
     if theory:
         figures["ivfr_theory"] = make(theory, "theory")
     return figures
+
+
+def _random_matrix_metrics(
+    config: ExperimentConfig, inputs: Array, noise_eigs: Array
+) -> dict[str, float]:
+    """Kolmogorov-Smirnov distances of the spectra to their random-matrix laws (SPEC §7).
+
+    Defined for whitened Gaussian inputs, N_o = 1 and q = N_i / P < 1: H_x against
+    Marchenko-Pastur, C_0 against the chi^2_1-weighted generalized MP law (weight scale = the
+    realized mean eigenvalue of C_0) and, as a check of power, C_0 against plain MP.
+    """
+    from sgdfluct.theory.spectra import (
+        generalized_mp_cdf,
+        ks_distance,
+        marchenko_pastur_cdf,
+    )
+
+    q = inputs.shape[1] / inputs.shape[0]
+    if config.data.inputs != "gaussian" or config.data.n_out != 1 or not q < 1:
+        return {}
+    hx = np.linalg.eigvalsh(inputs.T @ inputs / inputs.shape[0])
+    scale = float(np.mean(noise_eigs))
+    return {
+        "ks_hessian_mp": ks_distance(hx, lambda v: marchenko_pastur_cdf(v, q)),
+        "ks_noise_generalized_mp": ks_distance(
+            noise_eigs, lambda v: generalized_mp_cdf(v, q, scale)
+        ),
+        "ks_noise_mp": ks_distance(noise_eigs, lambda v: marchenko_pastur_cdf(v, q, scale=scale)),
+    }
 
 
 #: residuals below this fraction of the label norm count as interpolation (round-off level)

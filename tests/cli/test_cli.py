@@ -104,6 +104,11 @@ def test_shipped_configs_run_at_small_size(tmp_path, path):
     deep = raw.get("model", {}).get("depth", 1) >= 2
     # depth >= 2 needs two quasi-stationary windows of ~100 / (eta h_min) steps (SPEC §8a)
     raw["sgd"].update(steps=40_000 if deep else 6000, burn_in=5000 if deep else 2000, replicas=2)
+    if deep:  # the smallest two-layer problem whose measurement fits in 40k steps
+        raw["data"].update(n_in=6, n_out=2, n_samples=60)
+        raw["model"]["hidden"] = 3
+    else:
+        raw["data"]["n_samples"] = min(raw["data"]["n_samples"], 4 * raw["data"]["n_in"])
     raw.setdefault("analysis", {})["bootstrap"] = 30
     lines = []
     for section, values in raw.items():
