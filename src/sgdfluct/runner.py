@@ -313,16 +313,27 @@ def _single_layer(
     )
 
 
-def _ivfr_figures(sim: dict[int, Any], theory: dict[int, Any]) -> dict[str, FigureMaker]:
+def _ivfr_figures(
+    sim: dict[int, Any], theory: dict[int, Any], comparison: tuple[Any, str] | None = None
+) -> dict[str, FigureMaker]:
+    """IVFR figures: variance vs flatness (with the fit), curvature vs variance, loss profiles;
+    ``comparison`` (an IVFR result and its label, e.g. the single layer on the same data) is
+    drawn beside every layer."""
     from sgdfluct.plotting import landscape as plot_landscape
+
+    others = [comparison] if comparison is not None else []
 
     def make(results: dict[int, Any], kind: str) -> FigureMaker:
         def draw() -> Any:
             layers = sorted(results)
             fig, axes = _subplots(3, len(layers), figsize=(5 * len(layers), 12), squeeze=False)
             for col, layer in enumerate(layers):
-                plot_landscape.plot_variance_flatness(results[layer], ax=axes[0, col])
-                plot_landscape.plot_curvature_variance(results[layer], ax=axes[1, col])
+                plot_landscape.plot_variance_flatness(
+                    results[layer], ax=axes[0, col], others=others
+                )
+                plot_landscape.plot_curvature_variance(
+                    results[layer], ax=axes[1, col], others=others
+                )
                 plot_landscape.plot_loss_profiles(results[layer], ax=axes[2, col])
                 axes[0, col].set_title(f"layer {layer} ({kind})")
             fig.tight_layout()
@@ -365,6 +376,42 @@ def _random_matrix_metrics(
         ),
         "ks_noise_mp": ks_distance(noise_eigs, lambda v: marchenko_pastur_cdf(v, q, scale=scale)),
     }
+
+
+#: a hidden unit counts as dead when its Gram eigenvalue is below this fraction of the largest
+#: (the same rule as the measurement's range projection, SPEC §8a)
+DEAD_UNIT_RTOL = 1e-2
+
+
+def _single_layer_comparison(
+    config: ExperimentConfig, data: Dataset, rng: np.random.Generator
+) -> Any | None:
+    """IVFR of a single layer trained on the same data with the same SGD settings (theory: the
+    exact discrete-time covariance at W*), for comparison with the deep network (SPEC §10 claim
+    6 vs 3). Pooled over outputs, i.e. one 'layer'. None when it is undefined."""
+    from sgdfluct.theory.discrete import UnstableError, stationary_covariance
+    from sgdfluct.theory.noise import least_squares_residuals
+
+    x, y = data.inputs, data.targets
+    residuals = least_squares_residuals(x, y)
+    if _interpolates(residuals, y):
+        return None
+    s = config.sgd
+    try:
+        exact = stationary_covariance(
+            x,
+            residuals,
+            learning_rate=s.learning_rate,
+            batch_size=s.batch_size,
+            sampling=s.sampling,
+            method=config.analysis.theory_method,
+        )
+    except UnstableError:
+        return None
+    shapes = [(y.shape[1], x.shape[1])]
+    theta = networks.least_squares(x, y).ravel()
+    result = _ivfr(exact.cov, theta, shapes, data, config, rng)
+    return result.results.get(1)
 
 
 #: residuals below this fraction of the label norm count as interpolation (round-off level)
@@ -484,7 +531,7 @@ def _trajectory_every(config: ExperimentConfig, shapes: list[tuple[int, int]]) -
 def _deep(
     config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]], progress: bool
 ) -> _Outcome:
-    from sgdfluct.analysis.alignment import measure_layered_covariance
+    from sgdfluct.analysis.alignment import hidden_gram_eigenvalues, measure_layered_covariance
     from sgdfluct.plotting import two_layer as plot_two
     from sgdfluct.theory.layered import layered_covariance
     from sgdfluct.theory.noise import sampling_note
@@ -576,8 +623,16 @@ def _deep(
         meas.cov, theta_ref, shapes, data, config, ivfr_rng, window_covs=meas.window_covs
     )
     ivfr_theory = _ivfr(best.cov, theta_ref, shapes, data, config, ivfr_rng)
+    single = _single_layer_comparison(config, data, ivfr_rng)
     summary["ivfr"] = _ivfr_block(ivfr_sim)
     summary["ivfr_theory"] = _ivfr_block(ivfr_theory)
+    if single is not None:
+        summary["ivfr_single_layer_same_data"] = _ivfr_block(_IVFR(results={1: single}, skipped={}))
+    gram = hidden_gram_eigenvalues(sim.trajectory[:, -1, :], shapes)  # (R, L - 1, N_h)
+    final_gram = gram.mean(axis=0)
+    summary["dead_hidden_units"] = int(
+        np.sum(final_gram < DEAD_UNIT_RTOL * final_gram.max(axis=-1, keepdims=True))
+    )
     summary["ivfr_continuum"] = _ivfr_block(
         _ivfr(theories["continuum"].cov, theta_ref, shapes, data, config, ivfr_rng)
     )
@@ -607,8 +662,14 @@ def _deep(
     figures = {
         "imbalance": imbalance_figure,
         "layer_spectra": spectra_figure,
-        **_ivfr_figures(ivfr_sim.results, ivfr_theory.results),
+        **_ivfr_figures(
+            ivfr_sim.results,
+            ivfr_theory.results,
+            None if single is None else (single, "single layer, same data (theory)"),
+        ),
     }
+    steps = np.asarray(sim.trajectory_steps)
+    imbalance_mean = np.asarray(imbalance).mean(axis=0)  # (T, L - 1, N_h)
     return _Outcome(
         theta_ref=theta_ref,
         mean_sim=meas.theta_ref,
@@ -626,6 +687,12 @@ def _deep(
             ),
             "weight_cov_multiplicative": xr.DataArray(
                 theories["multiplicative"].cov, dims=("param", "param_b")
+            ),
+            "imbalance_eigenvalues": xr.DataArray(
+                imbalance_mean,
+                dims=("step", "hidden_layer", "hidden_unit"),
+                coords={"step": steps, "hidden_layer": np.arange(1, len(shapes))},
+                attrs={"meaning": "eigenvalues of W_l W_l^T - W_(l+1)^T W_(l+1), replica mean"},
             ),
         },
     )
