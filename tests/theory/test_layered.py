@@ -7,6 +7,7 @@ import pytest
 
 from sgdfluct import networks as nw
 from sgdfluct.theory import layered as lay
+from sgdfluct.theory.noise import batch_factor
 from sgdfluct.theory.symmetry import noise_equilibrium
 
 # closed forms evaluated in float64 on O(1) numbers: round-off only
@@ -137,16 +138,16 @@ def test_discrete_correction_is_first_order_in_eta(rng):
 
 
 def test_batch_factor_and_errors(rng):
-    assert lay.batch_factor(100, 10, "with_replacement") == pytest.approx(0.1)
-    assert lay.batch_factor(100, 10, "without_replacement") == pytest.approx(90 / 990)
-    assert lay.batch_factor(100, 100, "without_replacement") == 0.0
-    assert lay.batch_factor(100, 10, "epoch_shuffle") == lay.batch_factor(
-        100, 10, "without_replacement"
-    )
+    # one f_S for the whole theory package (theory.noise), arguments (S, P, sampling)
+    assert lay.batch_factor is batch_factor
+    assert batch_factor(10, 100, "with_replacement") == pytest.approx(0.1)
+    assert batch_factor(10, 100, "without_replacement") == pytest.approx(90 / 990)
+    assert batch_factor(100, 100, "without_replacement") == 0.0
+    assert batch_factor(10, 100, "epoch_shuffle") == batch_factor(10, 100, "without_replacement")
     with pytest.raises(ValueError, match="sampling"):
-        lay.batch_factor(10, 2, "bogus")
+        batch_factor(2, 10, "bogus")
     with pytest.raises(ValueError, match="batch_size"):
-        lay.batch_factor(10, 20, "with_replacement")
+        batch_factor(20, 10, "without_replacement")
     x, y = _problem(rng)
     shapes = [(3, 5), (3, 3)]
     theta = nw.balanced_minimum(x, y, shapes)

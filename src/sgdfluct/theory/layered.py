@@ -26,10 +26,10 @@ from numpy.typing import NDArray
 
 from sgdfluct import networks as nw
 from sgdfluct.theory.linearization import gauss_newton_variance, hessian_range, live_range
+from sgdfluct.theory.noise import batch_factor
 
 __all__ = [
     "LayeredCovariance",
-    "batch_factor",
     "layer_block",
     "layer_slices",
     "layered_covariance",
@@ -42,24 +42,6 @@ Shapes = Sequence[tuple[int, int]]
 Method = Literal["continuum", "discrete", "multiplicative", "renormalized"]
 METHODS = ("continuum", "discrete", "multiplicative", "renormalized")
 SAMPLINGS = ("with_replacement", "without_replacement", "epoch_shuffle")
-
-
-def batch_factor(n_samples: int, batch_size: int, sampling: str) -> float:
-    """Factor ``f_S`` of the mini-batch gradient covariance ``f_S C`` (SPEC §4).
-
-    ``1/S`` with replacement; ``(P - S) / (S (P - 1))`` without replacement. For
-    ``epoch_shuffle`` the without-replacement value is returned: an approximation, because
-    successive batches of one epoch are correlated.
-    """
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling = {sampling!r}: expected one of {SAMPLINGS}")
-    if not 1 <= batch_size <= n_samples:
-        raise ValueError(f"batch_size = {batch_size} must lie in [1, n_samples = {n_samples}]")
-    if sampling == "with_replacement":
-        return 1.0 / batch_size
-    if n_samples == 1:
-        return 0.0
-    return (n_samples - batch_size) / (batch_size * (n_samples - 1))
 
 
 def layer_slices(shapes: Shapes) -> list[slice]:
@@ -280,7 +262,7 @@ def layered_covariance(
     theta = np.asarray(theta, dtype=float)
     inputs = np.asarray(inputs, dtype=float)
     targets = np.asarray(targets, dtype=float)
-    f_s = batch_factor(inputs.shape[0], batch_size, sampling)
+    f_s = batch_factor(batch_size, inputs.shape[0], sampling)
     exact = sampling != "epoch_shuffle"
     hess = nw.hessian(theta, shapes, inputs, targets)
     c_full = nw.noise_covariance(theta, shapes, inputs, targets)
