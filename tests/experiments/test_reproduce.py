@@ -13,9 +13,10 @@ from sgdfluct.experiments.verdicts import combine, interval_verdict, loglog_slop
 VERDICTS = {"holds", "fails", "inconclusive"}
 
 
-def test_reproduce_smoke_writes_report(tmp_path):
+def test_reproduce_smoke_writes_report(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out, as in `make reproduce`
     out = tmp_path / "rep"
-    args = ["reproduce", "--smoke", "--out", str(out), "--workers", "2", "-q"]
+    args = ["reproduce", "--smoke", "--out", "rep", "--workers", "2", "-q"]
     for claim in ("1", "2", "3", "7g"):
         args += ["--only", claim]
     result = CliRunner().invoke(main, args)

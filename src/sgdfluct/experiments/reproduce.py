@@ -130,7 +130,7 @@ def reproduce(
     if scale not in SCALES:
         raise ConfigError(f"scale = {scale!r} is not allowed: expected one of {SCALES}")
     start = time.perf_counter()
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()
     claims = [c for c in CLAIMS if not only or any(c.id.startswith(o) for o in only)]
     if not claims:
         raise ConfigError(
