@@ -198,19 +198,19 @@ def sweep_defs(scale: str = "quick") -> dict[str, SweepDef]:
             name="two_layer_wide",
             base=_merge(_WIDE, sgd={"steps": 300_000 * k}),
             grid={"model.hidden": (3, 5, 8)},
-            replicates=5 if full else 3,
+            replicates=8 if full else 5,
         ),
         SweepDef(
             name="two_layer_outputs",
             base=_merge(_WIDE, sgd={"steps": 300_000 * k}),
             grid={"data.n_out": (2, 3)},
-            replicates=5 if full else 3,
+            replicates=8 if full else 5,
         ),
         SweepDef(
             name="two_layer_inputs",
             base=_merge(_WIDE, sgd={"steps": 300_000 * k}),
             grid={"data.inputs": ("powerlaw", "student_t")},
-            replicates=5 if full else 3,
+            replicates=8 if full else 5,
         ),
         SweepDef(
             name="depth_three",
