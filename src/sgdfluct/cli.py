@@ -35,6 +35,12 @@ def main() -> None:
 
 
 _quiet = click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+_workers = click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Local worker processes (default: number of cores).",
+)
 
 
 @main.command()
@@ -75,12 +81,7 @@ def run(config_path: Path, out_dir: Path, quiet: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder (cells/<cell-id>/ and sweep.nc).",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Local worker processes (default: number of cores).",
-)
+@_workers
 @click.option(
     "--scheduler",
     default=None,
@@ -117,7 +118,7 @@ def sweep(
     "scale",
     flag_value="quick",
     default=True,
-    help="Small sizes: about 15 minutes on 2 cores (default).",
+    help="Small sizes: about 6 minutes on 2 cores (default).",
 )
 @click.option("--full", "scale", flag_value="full", help="Publication scale (hours).")
 @click.option(
@@ -127,12 +128,7 @@ def sweep(
     hidden=True,
     help="Tiny sizes for the test suite (verdicts carry no weight).",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Local worker processes (default: number of cores).",
-)
+@_workers
 @click.option(
     "--out",
     "out_dir",
