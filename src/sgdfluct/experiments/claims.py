@@ -285,6 +285,16 @@ def _per_axis(ds: xr.Dataset, axis: str, name: str) -> list[dict[str, Any]]:
     return rows
 
 
+def tidy_log_axes(fig: Figure) -> None:
+    """Drop the crowded minor tick labels of logarithmic axes (major decades stay labelled)."""
+    from matplotlib.ticker import NullFormatter
+
+    for ax in fig.axes:
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale == "log":
+                axis.set_minor_formatter(NullFormatter())
+
+
 def _new_figure(ncols: int = 1, width: float = 5.5) -> tuple[Figure, np.ndarray]:
     fig = Figure(figsize=(width * ncols, 4))
     axes = fig.subplots(1, ncols, squeeze=False)

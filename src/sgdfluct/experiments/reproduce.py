@@ -18,7 +18,14 @@ import xarray as xr
 
 from sgdfluct import __version__
 from sgdfluct.config import ConfigError, config_from_dict, config_to_toml
-from sgdfluct.experiments.claims import CLAIMS, ClaimSpec, Measurement, SweepDef, sweep_defs
+from sgdfluct.experiments.claims import (
+    CLAIMS,
+    ClaimSpec,
+    Measurement,
+    SweepDef,
+    sweep_defs,
+    tidy_log_axes,
+)
 from sgdfluct.io import atomic_save_figure
 from sgdfluct.report import ClaimResult, config_hash, machine_info, write_report
 from sgdfluct.runner import run_experiment_without_figures
@@ -73,6 +80,7 @@ def _claim_result(
             raise RuntimeError(error or "no cell of the sweep finished")
         measurement = claim.measure(ds)
         fig = claim.figure(ds)
+        tidy_log_axes(fig)
         try:
             path = figures_dir / f"{claim.id}.png"
             atomic_save_figure(fig, path)
