@@ -40,7 +40,7 @@ def _config(depth: int, **sgd):
             "seed": 2,
             **sgd,
         },
-        "analysis": {"bootstrap": 50, "windows": 4},
+        "analysis": {"bootstrap": 50},
     }
     return config_from_dict(base)
 

@@ -121,7 +121,7 @@ _FIELDS: dict[str, dict[str, _Rule]] = {
         "seed": _Rule(int, 0, None),
     },
     "analysis": {
-        "windows": _Rule(int, 1, 10_000),
+        "window_factor": _Rule(float, 1.0, 1e6),
         "flatness_factor": _Rule(float, 1.0, None, open_low=True),
         "bootstrap": _Rule(int, 10, 1_000_000),
         "theory_method": _Rule(str, choices=("auto", "dense", "krylov", "fixed_point")),
@@ -219,14 +219,15 @@ class SGDConfig:
 class AnalysisConfig:
     """Options of the analysis (all optional in the TOML file).
 
-    windows : number of quasi-stationary windows the recorded part is cut into (depth >= 2
-        measurement, SPEC §8a, and the window-wise PCA of the IVFR analysis).
+    window_factor : quasi-stationary window length ``T_w = window_factor / (eta h_min)`` steps of
+        the depth >= 2 measurement (SPEC §8a: ``T_w >~ 100 / (eta h_min)``; ``h_min`` the smallest
+        non-zero eigenvalue of ``H_theta``).
     flatness_factor : the loss level ``factor * L_0`` that defines the flatness (Feng & Tu use e).
     bootstrap : bootstrap resamples for confidence intervals.
     theory_method : solver of the exact discrete-time equation (``"auto"`` picks by size).
     """
 
-    windows: int = 8
+    window_factor: float = 100.0
     flatness_factor: float = math.e
     bootstrap: int = 1000
     theory_method: str = "auto"

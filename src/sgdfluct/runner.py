@@ -551,6 +551,7 @@ def _deep(
             x,
             y,
             learning_rate=s.learning_rate,
+            window_factor=config.analysis.window_factor,
         )
     except ValueError as exc:  # too few quasi-stationary windows: a config problem
         raise ConfigError(

@@ -117,7 +117,7 @@ _TWO: dict[str, dict[str, Any]] = {
         "replicas": 8,
         "seed": 1,
     },
-    "analysis": {"bootstrap": 300, "windows": 8},
+    "analysis": {"bootstrap": 300},
 }
 _WIDE: dict[str, dict[str, Any]] = {
     "data": {"n_in": 20, "n_out": 5, "n_samples": 200, "label_noise": 1.0, "seed": 0},
@@ -132,7 +132,7 @@ _WIDE: dict[str, dict[str, Any]] = {
         "replicas": 8,
         "seed": 1,
     },
-    "analysis": {"bootstrap": 300, "windows": 8},
+    "analysis": {"bootstrap": 300},
 }
 
 
