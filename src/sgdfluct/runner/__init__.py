@@ -1,0 +1,176 @@
+"""One experiment end to end (``sgdfluct run``): data, simulation, theory, analysis, files.
+
+This package is orchestration only: every number comes from the library modules
+(:mod:`sgdfluct.simulate`, :mod:`sgdfluct.theory`, :mod:`sgdfluct.analysis`,
+:mod:`sgdfluct.landscape`). It is the one place where simulation and theory meet: ``_single``
+handles depth 1, ``_deep`` depth >= 2, ``_common`` what both share.
+
+Outputs in ``out_dir`` (INTERFACE.md): ``config.toml``, ``result.nc``, ``figures/*.png`` and,
+written last so that its presence marks a finished run, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from sgdfluct import __version__, networks
+from sgdfluct.config import ExperimentConfig, config_to_toml
+from sgdfluct.data import Dataset, make_dataset
+from sgdfluct.io import (
+    atomic_save_figure,
+    atomic_write_dataset,
+    atomic_write_json,
+    atomic_write_text,
+)
+from sgdfluct.runner._common import FigureMaker, _Outcome
+from sgdfluct.runner._deep import _deep
+from sgdfluct.runner._single import _single_layer
+
+__all__ = ["N_TEST", "run_experiment", "run_experiment_without_figures"]
+
+#: size of the independent test set used for the test loss (claim 7, double descent)
+N_TEST = 2000
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = False,
+    quiet: bool = True,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Run one experiment and write its outputs; return the summary (scalar metrics).
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    out_dir : path
+        Output folder (created).
+    progress : bool
+        Show a progress bar for the simulation.
+    quiet : bool
+        Kept for API symmetry with the CLI (the runner itself prints nothing).
+    figures : bool
+        Draw the figures (``figures/*.png``).
+    """
+    del quiet
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = make_dataset(config.data, n_test=N_TEST)
+    shapes = config.layer_shapes()
+    if config.model.depth == 1:
+        outcome = _single_layer(config, data, shapes, progress)
+    else:
+        outcome = _deep(config, data, shapes, progress)
+    outcome.summary.update(_test_loss_metrics(config, data, shapes, outcome))
+
+    toml_text = config_to_toml(config, header=f"resolved config, sgdfluct {__version__}")
+    atomic_write_text(out / "config.toml", toml_text)
+    atomic_write_dataset(out / "result.nc", _dataset(config, data, shapes, outcome, toml_text))
+    if figures:
+        _draw(outcome.figures, out / "figures")
+    # wall-clock facts live apart from the metrics: sweeps leave them out of sweep.nc so that
+    # results do not depend on the machine or the number of workers
+    timing = {
+        "runtime_seconds": time.perf_counter() - start,
+        "simulation_seconds": outcome.summary.pop("simulation_seconds", None),
+    }
+    summary = {
+        "version": __version__,
+        "depth": config.model.depth,
+        "n_params": networks.n_params(shapes),
+        **outcome.summary,
+        "timing": timing,
+        "machine": platform.node(),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def run_experiment_without_figures(config: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
+    """:func:`run_experiment` without figures: the cell function of the reproduction's sweeps,
+    which draw their own summary figures (drawing is most of a small run's time)."""
+    return run_experiment(config, out_dir, figures=False)
+
+
+def _test_loss_metrics(
+    config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]], outcome: _Outcome
+) -> dict[str, float]:
+    """Test loss at the reference point and its fluctuation contribution.
+
+    For a linear model the expected test loss over the stationary distribution is
+    ``L_test(theta_ref) + ½ tr(H_test Σ)`` to second order (exact for one layer), with
+    ``H_test`` the Hessian of the test loss; the second term is the fluctuation contribution.
+    """
+    if data.test_inputs.shape[0] == 0:
+        return {}
+    xt, yt = data.test_inputs, data.test_targets
+    ref_loss = networks.loss(outcome.theta_ref, shapes, xt, yt)
+    h_test = networks.hessian(outcome.theta_ref, shapes, xt, yt)
+    fluct_sim = 0.5 * float(np.sum(h_test * outcome.cov_sim))
+    fluct_theory = 0.5 * float(np.sum(h_test * outcome.cov_discrete))
+    return {
+        "train_loss_ref": networks.loss(outcome.theta_ref, shapes, data.inputs, data.targets),
+        "test_loss_ref": ref_loss,
+        "test_loss_fluctuation_sim": fluct_sim,
+        "test_loss_fluctuation_theory": fluct_theory,
+        "test_loss_sgd": ref_loss + fluct_sim,
+    }
+
+
+def _dataset(
+    config: ExperimentConfig,
+    data: Dataset,
+    shapes: list[tuple[int, int]],
+    outcome: _Outcome,
+    toml_text: str,
+) -> xr.Dataset:
+    pp = ("param", "param_b")
+    variables = {
+        "inputs": (("sample", "input"), data.inputs),
+        "targets": (("sample", "output"), data.targets),
+        "theta_ref": (("param",), outcome.theta_ref),
+        "weight_mean_sim": (("param",), outcome.mean_sim),
+        "weight_cov_sim": (pp, outcome.cov_sim),
+        "weight_cov_sim_stderr": (pp, outcome.cov_sim_stderr),
+        "hessian": (pp, outcome.hessian),
+        "noise_cov": (pp, outcome.noise_cov),
+        "weight_cov_continuum": (pp, outcome.cov_continuum),
+        "weight_cov_discrete": (pp, outcome.cov_discrete),
+    }
+    layer = networks.layer_index(shapes).astype(np.int32)
+    ds = xr.Dataset(
+        {k: xr.DataArray(np.asarray(v[1], dtype=float), dims=v[0]) for k, v in variables.items()},
+        coords={"layer": ("param", layer), "layer_b": ("param_b", layer)},
+    )
+    for name, array in outcome.extra.items():
+        ds[name] = array
+    ds.attrs.update(
+        {
+            "config": toml_text,
+            "version": __version__,
+            "data_seed": config.data.seed,
+            "sgd_seed": config.sgd.seed,
+            "depth": config.model.depth,
+            "layer_shapes": str(shapes),
+            "parameter_order": "row-major vec(W_1), then vec(W_2), ... (forward order)",
+        }
+    )
+    return ds
+
+
+def _draw(makers: dict[str, FigureMaker], folder: Path) -> None:
+    for name, make in makers.items():
+        fig = make()
+        try:
+            atomic_save_figure(fig, folder / f"{name}.png")
+        finally:
+            fig.clear()
