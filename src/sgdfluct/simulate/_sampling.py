@@ -1,14 +1,17 @@
 """Mini-batch index streams (SPEC §3), one independent random stream per replica.
 
-The stream is generated in fixed blocks of :data:`BLOCK_STEPS` steps per replica, whatever the size
-of the requests, so the indices (and hence every simulated number) do not depend on how a run is
-chunked internally.
+``with_replacement`` indices are counter-based (a hash of the replica key, the step and the slot,
+see :mod:`._counter`); the other modes draw from a NumPy generator per replica in fixed blocks of
+:data:`BLOCK_STEPS` steps. Either way the indices (and hence every simulated number) do not depend
+on how a run is chunked internally.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
+
+from sgdfluct.simulate._counter import counter_indices, replica_keys
 
 __all__ = ["BLOCK_STEPS", "SAMPLING_MODES", "IndexStream", "batch_indices", "replica_seeds"]
 
@@ -127,10 +130,23 @@ class IndexStream:
     ) -> None:
         _validate(n_samples, batch_size, sampling)
         self.batch_size = batch_size
-        self.streams = [_ReplicaStream(n_samples, batch_size, sampling, sd) for sd in seeds]
+        self.n_samples = n_samples
+        self.step = 0
+        if sampling == "with_replacement":
+            # counter-based: index (t, j) of replica r is a hash of (key_r, t, j); generated for
+            # all replicas at once (see _counter), hence no per-replica buffers
+            self.keys: NDArray[np.uint64] | None = replica_keys(seeds)
+            self.streams = []
+        else:
+            self.keys = None
+            self.streams = [_ReplicaStream(n_samples, batch_size, sampling, sd) for sd in seeds]
 
     def take(self, n: int) -> IndexArray:
         """The next ``n`` steps' batches; int64 array (R, n, S)."""
+        if self.keys is not None:
+            out = counter_indices(self.keys, self.step, n, self.batch_size, self.n_samples)
+            self.step += n
+            return out
         out = np.empty((len(self.streams), n, self.batch_size), dtype=np.int64)
         for r, stream in enumerate(self.streams):
             stream.take(n, out[r])
@@ -158,7 +174,8 @@ def batch_indices(
     steps : int
         Number of SGD steps to return.
     sampling : {"with_replacement", "without_replacement", "epoch_shuffle"}
-        ``with_replacement``: S i.i.d. uniform indices per step. ``without_replacement``: S distinct
+        ``with_replacement``: S i.i.d. uniform indices per step (counter-based hash, see
+        :mod:`sgdfluct.simulate._counter`). ``without_replacement``: S distinct
         indices per step, drawn afresh each step. ``epoch_shuffle``: a fresh permutation per epoch
         cut into ``floor(P/S)`` consecutive batches; the last ``P mod S`` indices of each
         permutation are dropped (every epoch has ``floor(P/S)`` steps).
