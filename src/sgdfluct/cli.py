@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,15 @@ __all__ = ["main"]
 def _show_progress(quiet: bool) -> bool:
     """Progress bars only on an interactive terminal and without ``--quiet``."""
     return not quiet and sys.stderr.isatty()
+
+
+def _terminate_as_interrupt() -> None:
+    """Treat SIGTERM like Ctrl-C: a terminated sweep stops its workers and keeps finished cells."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -97,6 +107,7 @@ def sweep(
 
     if workers is not None and scheduler is not None:
         _fail("--workers and --scheduler are exclusive: give one of them")
+    _terminate_as_interrupt()
     try:
         spec = load_sweep(sweep_path)
         run_sweep(
@@ -148,7 +159,9 @@ def reproduce(
 ) -> None:
     """Test every claim of the paper (SPEC §10) and write a report with measured verdicts."""
     from sgdfluct.experiments.reproduce import reproduce as run_reproduction
+    from sgdfluct.experiments.sweep import SweepIncomplete
 
+    _terminate_as_interrupt()
     try:
         claims = run_reproduction(
             out_dir,
@@ -159,6 +172,9 @@ def reproduce(
         )
     except ConfigError as exc:
         _fail(str(exc))
+    except (KeyboardInterrupt, SweepIncomplete):
+        _fail("interrupted; finished cells are kept under OUT/sweeps/, re-run the same command "
+              "to resume", code=130)
     if not quiet:
         for claim in claims:
             click.echo(f"{claim.verdict:>12}  {claim.id}: {claim.statement}")
