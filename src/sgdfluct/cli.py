@@ -173,8 +173,11 @@ def reproduce(
     except ConfigError as exc:
         _fail(str(exc))
     except (KeyboardInterrupt, SweepIncomplete):
-        _fail("interrupted; finished cells are kept under OUT/sweeps/, re-run the same command "
-              "to resume", code=130)
+        _fail(
+            "interrupted; finished cells are kept under OUT/sweeps/, re-run the same command "
+            "to resume",
+            code=130,
+        )
     if not quiet:
         for claim in claims:
             click.echo(f"{claim.verdict:>12}  {claim.id}: {claim.statement}")

@@ -46,8 +46,18 @@ def test_sigterm_stops_workers_and_resume_completes(tmp_path: Path) -> None:
     (tmp_path / "base.toml").write_text(BASE)
     (tmp_path / "sweep.toml").write_text(SWEEP)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "sgdfluct.cli", "sweep", str(tmp_path / "sweep.toml"),
-           "--out", str(out), "--workers", "2", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sgdfluct.cli",
+        "sweep",
+        str(tmp_path / "sweep.toml"),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "-q",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + FIRST_CELL_TIMEOUT_S
     while time.monotonic() < deadline and not list(out.glob("cells/*/summary.json")):

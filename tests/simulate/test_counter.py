@@ -20,8 +20,9 @@ def test_numba_and_numpy_agree_and_chunks_compose():
     parts = [counter_indices(keys, a, b - a, 6, 37) for a, b in [(0, 13), (13, 200), (200, 300)]]
     np.testing.assert_array_equal(np.concatenate(parts, axis=1), full)
     np.testing.assert_array_equal(batch_indices(37, 6, 300, replicas=5, seed=7), full)
-    np.testing.assert_array_equal(batch_indices(37, 6, 100, replicas=5, seed=7, start=200),
-                                  full[:, 200:])
+    np.testing.assert_array_equal(
+        batch_indices(37, 6, 100, replicas=5, seed=7, start=200), full[:, 200:]
+    )
 
 
 def test_uniform_and_replicas_differ():
