@@ -102,9 +102,10 @@ def test_shipped_configs_run_at_small_size(tmp_path, path):
     if "base" in raw:  # a sweep file: covered by the sweep tests
         pytest.skip("sweep file")
     deep = raw.get("model", {}).get("depth", 1) >= 2
-    # depth >= 2 needs two quasi-stationary windows of ~100 / (eta h_min) steps (SPEC §8a)
-    raw["sgd"].update(steps=40_000 if deep else 6000, burn_in=5000 if deep else 2000, replicas=2)
-    if deep:  # the smallest two-layer problem whose measurement fits in 40k steps
+    # depth >= 2 needs a saturated imbalance, then two windows of ~100 / (eta h_min) steps
+    raw["sgd"].update(steps=120_000 if deep else 6000, burn_in=5000 if deep else 2000)
+    raw["sgd"]["replicas"] = 4 if deep else 2
+    if deep:  # a small two-layer problem whose measurement fits with margin in 120k steps
         raw["data"].update(n_in=6, n_out=2, n_samples=60)
         raw["model"]["hidden"] = 3
     else:

@@ -175,6 +175,17 @@ class Saturation:
     final: Array
 
 
+#: family-wise false-alarm rate of the saturation test over all blocks (see detect_saturation)
+SATURATION_ALPHA = 0.05
+
+
+def _noise_quantile(n_blocks: int) -> float:
+    """Normal quantile for the block-vs-final comparison (Bonferroni over ``n_blocks``)."""
+    from scipy import stats
+
+    return float(stats.norm.ppf(1.0 - SATURATION_ALPHA / n_blocks))
+
+
 def detect_saturation(
     steps: Array,
     eigenvalues: Array,
@@ -203,9 +214,15 @@ def detect_saturation(
     Notes
     -----
     A block is saturated when its replica-averaged mean lies within
-    ``max(rtol * scale, 3 SE)`` of the last block's mean, SE being the standard error of that
-    difference from the spread over replicas (so noise alone does not prevent saturation).
-    The burn-in is the first block from which on every block is saturated.
+    ``max(rtol * scale, q SE)`` of the last block's mean, so that noise alone does not prevent
+    saturation. SE is the standard error of that difference, estimated from the scatter of the
+    block means in the second half of the run about a per-replica straight line (pooled over
+    replicas, so it is well determined even for one replica, and a residual drift does not count
+    as noise); ``q`` is the normal quantile at one-sided level
+    ``SATURATION_ALPHA / n_blocks`` (Bonferroni over the blocks). An earlier version used
+    ``3 SE`` with SE from the spread over replicas only: with few replicas single noisy blocks
+    then pushed the burn-in to the end of the run. The burn-in is the first block from which on
+    every block is saturated.
     """
     ev = np.asarray(eigenvalues, dtype=float)
     steps = np.asarray(steps)
@@ -219,15 +236,24 @@ def detect_saturation(
     per_rep = np.stack([ev[:, a:b].mean(axis=1) for a, b in itertools.pairwise(edges)], 1)
     means = per_rep.mean(axis=0)  # (n_blocks, ...)
     final = means[-1]
-    flat = (per_rep - per_rep[:, -1:]).reshape(per_rep.shape[0], n_blocks, -1)
     distance = np.linalg.norm(means.reshape(n_blocks, -1) - final.ravel(), axis=1)
-    if ev.shape[0] > 1:
-        # SE of the norm of the replica-averaged difference vector
-        se = np.sqrt(np.sum(flat.var(axis=0, ddof=1), axis=1) / ev.shape[0])
+    # noise of one replica-averaged block mean, from the scatter of the block means of the second
+    # half of the run about a straight line fitted per replica and component (so a residual
+    # drift does not pass for noise; R (n_blocks/2 - 2) degrees of freedom, well determined even
+    # for one or two replicas); the difference of two blocks has twice that variance
+    half = per_rep[:, n_blocks // 2 :].reshape(per_rep.shape[0], n_blocks - n_blocks // 2, -1)
+    m = half.shape[1]
+    if m >= 3:
+        design = np.vstack([np.ones(m), np.arange(m) - (m - 1) / 2]).T  # (m, 2)
+        coef, *_ = np.linalg.lstsq(design, half.transpose(1, 0, 2).reshape(m, -1), rcond=None)
+        fitted = (design @ coef).reshape(m, half.shape[0], -1).transpose(1, 0, 2)
+        dev, dof = half - fitted, half.shape[0] * (m - 2)
     else:
-        se = np.zeros(n_blocks)
+        dev, dof = half - half.mean(axis=1, keepdims=True), half.shape[0] * (m - 1)
+    block_var = np.sum(dev**2, axis=(0, 1)) / dof if dof > 0 else np.zeros(dev.shape[2])
+    se = np.full(n_blocks, float(np.sqrt(2.0 * np.sum(block_var) / per_rep.shape[0])))
     ref = float(np.linalg.norm(final)) if scale is None else float(scale)
-    threshold = np.maximum(rtol * ref, 3.0 * se)
+    threshold = np.maximum(rtol * ref, _noise_quantile(n_blocks) * se)
     ok = distance <= threshold
     bad = np.nonzero(~ok[:-1])[0]
     first = 0 if bad.size == 0 else int(bad[-1] + 1)
