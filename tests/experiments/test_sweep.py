@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from sgdfluct.config import ConfigError, load_config
+from sgdfluct.config import ConfigError, load_config, with_overrides
 from sgdfluct.experiments._cells import synthetic_cell, synthetic_metrics
 from sgdfluct.experiments.sweep import (
     SweepIncomplete,
@@ -308,3 +308,13 @@ def test_cli_sweep_small(tmp_path: Path) -> None:
     bad.write_text('base = "small.toml"\n[grid]\n"sgd.learning_rate" = [-0.1]\n')
     result = CliRunner().invoke(main, ["sweep", str(bad), "--out", str(out)])
     assert result.exit_code != 0 and "sgd.learning_rate" in result.output
+
+
+@pytest.mark.skipif(not _runner_available(), reason="sgdfluct.runner not available yet")
+def test_two_layer_cells_in_worker_processes(tmp_path: Path) -> None:
+    """Depth-2 cells through the real runner in worker processes (numba thread caps, alignment)."""
+    base = load_config(Path(__file__).parents[2] / "configs" / "two_layer.toml")
+    base = with_overrides(base, {"sgd.steps": 120_000, "sgd.burn_in": 2_000, "sgd.replicas": 2})
+    spec = SweepSpec(base=base, grid={"sgd.learning_rate": [0.05, 0.1]})
+    ds = run_sweep(spec, tmp_path, workers=2)
+    assert np.isfinite(ds["layers.layer_1.rel_error_renormalized"].values).all()

@@ -213,16 +213,17 @@ def detect_saturation(
 
     Notes
     -----
-    A block is saturated when its replica-averaged mean lies within
-    ``max(rtol * scale, q SE)`` of the last block's mean, so that noise alone does not prevent
-    saturation. SE is the standard error of that difference, estimated from the scatter of the
-    block means in the second half of the run about a per-replica straight line (pooled over
+    A block is saturated when its replica-averaged mean lies within ``max(rtol * scale, q SE)``
+    of the mean of the second half of the run (the stationary reference), so that noise alone
+    does not prevent saturation. SE is the standard error of that difference, estimated from the
+    scatter of the block means in the second half about a per-replica straight line (pooled over
     replicas, so it is well determined even for one replica, and a residual drift does not count
-    as noise); ``q`` is the normal quantile at one-sided level
-    ``SATURATION_ALPHA / n_blocks`` (Bonferroni over the blocks). An earlier version used
-    ``3 SE`` with SE from the spread over replicas only: with few replicas single noisy blocks
-    then pushed the burn-in to the end of the run. The burn-in is the first block from which on
-    every block is saturated.
+    as noise); ``q`` is the normal quantile at one-sided level ``SATURATION_ALPHA / n_blocks``
+    (Bonferroni over the blocks). An earlier version compared with the last block and used
+    ``3 SE`` from the spread over replicas only: with few replicas single noisy blocks then pushed
+    the burn-in to the end of the run. The burn-in is the first block from which on every block
+    of the first half is saturated; if none is, ``saturated`` is False and the burn-in is the
+    midpoint.
     """
     ev = np.asarray(eigenvalues, dtype=float)
     steps = np.asarray(steps)
@@ -235,13 +236,15 @@ def detect_saturation(
     edges = np.linspace(0, steps.size, n_blocks + 1).astype(int)
     per_rep = np.stack([ev[:, a:b].mean(axis=1) for a, b in itertools.pairwise(edges)], 1)
     means = per_rep.mean(axis=0)  # (n_blocks, ...)
-    final = means[-1]
+    mid = n_blocks // 2
+    # reference: the mean of the second half of the run (less noisy than one final block)
+    final = means[mid:].mean(axis=0)
     distance = np.linalg.norm(means.reshape(n_blocks, -1) - final.ravel(), axis=1)
     # noise of one replica-averaged block mean, from the scatter of the block means of the second
     # half of the run about a straight line fitted per replica and component (so a residual
     # drift does not pass for noise; R (n_blocks/2 - 2) degrees of freedom, well determined even
-    # for one or two replicas); the difference of two blocks has twice that variance
-    half = per_rep[:, n_blocks // 2 :].reshape(per_rep.shape[0], n_blocks - n_blocks // 2, -1)
+    # for one or two replicas)
+    half = per_rep[:, mid:].reshape(per_rep.shape[0], n_blocks - mid, -1)
     m = half.shape[1]
     if m >= 3:
         design = np.vstack([np.ones(m), np.arange(m) - (m - 1) / 2]).T  # (m, 2)
@@ -251,13 +254,17 @@ def detect_saturation(
     else:
         dev, dof = half - half.mean(axis=1, keepdims=True), half.shape[0] * (m - 1)
     block_var = np.sum(dev**2, axis=(0, 1)) / dof if dof > 0 else np.zeros(dev.shape[2])
-    se = np.full(n_blocks, float(np.sqrt(2.0 * np.sum(block_var) / per_rep.shape[0])))
+    # a block against the mean of the m reference blocks: variance (1 + 1/m) block_var / R
+    se = np.full(n_blocks, float(np.sqrt((1 + 1 / m) * np.sum(block_var) / per_rep.shape[0])))
     ref = float(np.linalg.norm(final)) if scale is None else float(scale)
     threshold = np.maximum(rtol * ref, _noise_quantile(n_blocks) * se)
     ok = distance <= threshold
-    bad = np.nonzero(~ok[:-1])[0]
+    # the burn-in ends at the first block from which every block of the first half is saturated;
+    # the second half is the stationary reference (a run that still drifts there is reported as
+    # not saturated and measured from the midpoint)
+    bad = np.nonzero(~ok[:mid])[0]
     first = 0 if bad.size == 0 else int(bad[-1] + 1)
-    saturated = first < n_blocks - 1
+    saturated = first < mid
     return Saturation(
         saturated=saturated,
         step=int(steps[edges[first]]),

@@ -44,9 +44,11 @@ def _numpy_indices(
 
 
 if HAVE_NUMBA:
-    from numba import njit, prange
+    from numba import njit
 
-    @njit(parallel=True, cache=True)
+    # serial on purpose: it costs ~1 ms per 65k replica-steps, and launching numba's thread pool
+    # from here (before the step kernels) clashed with the thread caps of sweep workers
+    @njit(cache=True)
     def _numba_fill(keys, start, n, batch_size, n_samples, out):
         golden = np.uint64(0x9E3779B97F4A7C15)
         mix1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -54,7 +56,7 @@ if HAVE_NUMBA:
         s30, s27, s31, s32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32)
         p = np.uint64(n_samples)
         base = np.uint64(start) * np.uint64(batch_size)
-        for r in prange(keys.shape[0]):
+        for r in range(keys.shape[0]):
             k = keys[r]
             for t in range(n):
                 for j in range(batch_size):
