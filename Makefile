@@ -14,11 +14,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q $(TORCH_PIN) || echo "torch $(TORCH_PIN) unavailable: the probe claim will be skipped"
+	$(BIN)/python -m pip install -q -e '.[probe]' || $(BIN)/python -m pip install -q -e .
 
 install-dev: $(BIN)/python
 	$(BIN)/python -m pip install -q $(TORCH_PIN) || echo "torch $(TORCH_PIN) unavailable: torch tests will be skipped"
-	$(BIN)/python -m pip install -q -e '.[dev,dask,torch]' || $(BIN)/python -m pip install -q -e '.[dev,dask]'
+	$(BIN)/python -m pip install -q -e '.[dev,dask,torch,probe,bench]' || $(BIN)/python -m pip install -q -e '.[dev,dask,probe]' || $(BIN)/python -m pip install -q -e '.[dev,dask]'
 
 reproduce: install
 	$(BIN)/sgdfluct reproduce --quick --out $(OUT)

@@ -4,51 +4,86 @@ Simulate multi-replica SGD (:func:`simulate`), solve the stationary theory exact
 (:func:`stationary_covariance`, :func:`layered_covariance`), measure and fit the inverse
 variance-flatness relation (:func:`ivfr_analysis`), run experiments and sweeps
 (:func:`run_experiment`, :func:`run_sweep`) and reproduce arXiv 2311.14120 (:func:`reproduce`).
-See the README for the command line.
+See the README for the command line and ``docs/`` for the science and the architecture.
+
+``import sgdfluct`` loads nothing but the version and the error family; every public name loads
+its module when first used (:pep:`562` module ``__getattr__``). The numerical core (config, data,
+networks, simulate, theory, landscape, analysis) never imports matplotlib, xarray, dask or torch;
+the runner, sweeps, reproduction, report and plotting do, and load only when asked for.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("sgdfluct")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
+import importlib
+from typing import Any
 
-from sgdfluct.analysis import MeasuredCovariance, measure_layered_covariance
-from sgdfluct.config import (
-    AnalysisConfig,
+from sgdfluct._version import __version__
+from sgdfluct.errors import (
     ConfigError,
-    DataConfig,
-    ExperimentConfig,
-    ModelConfig,
-    SGDConfig,
-    config_from_dict,
-    config_to_toml,
-    load_config,
-    with_overrides,
-)
-from sgdfluct.data import Dataset, make_dataset
-from sgdfluct.experiments.reproduce import reproduce
-from sgdfluct.experiments.sweep import (
-    SweepIncomplete,
-    SweepSpec,
-    collect_sweep,
-    load_sweep,
-    run_sweep,
-)
-from sgdfluct.landscape import IVFRResult, fit_ivfr, fluctuation_directions, ivfr_analysis
-from sgdfluct.report import ClaimResult, write_report
-from sgdfluct.runner import run_experiment
-from sgdfluct.simulate import DivergenceError, SimulationResult, simulate
-from sgdfluct.theory import (
-    LayeredCovariance,
-    StationaryCovariance,
+    DivergenceError,
+    MeasurementError,
+    OutputError,
+    SgdfluctError,
     UnstableError,
-    continuum_covariance,
-    detailed_balance,
-    layered_covariance,
-    stationary_covariance,
 )
+
+#: every public name -> the module that defines it; a module loads when one of its names is
+#: first used, so ``import sgdfluct`` (and ``sgdfluct --version``) costs almost nothing
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("MeasuredCovariance", "measure_layered_covariance"), "sgdfluct.analysis"),
+    **dict.fromkeys(
+        (
+            "AnalysisConfig",
+            "DataConfig",
+            "ExperimentConfig",
+            "InitConfig",
+            "ModelConfig",
+            "SGDConfig",
+            "config_from_dict",
+            "config_to_toml",
+            "load_config",
+            "with_overrides",
+        ),
+        "sgdfluct.config",
+    ),
+    **dict.fromkeys(("Dataset", "make_dataset"), "sgdfluct.data"),
+    **dict.fromkeys(
+        ("IVFRResult", "fit_ivfr", "fluctuation_directions", "ivfr_analysis"), "sgdfluct.landscape"
+    ),
+    **dict.fromkeys(("SimulationResult", "simulate"), "sgdfluct.simulate"),
+    **dict.fromkeys(
+        (
+            "LayeredCovariance",
+            "StationaryCovariance",
+            "continuum_covariance",
+            "detailed_balance",
+            "layered_covariance",
+            "stationary_covariance",
+        ),
+        "sgdfluct.theory",
+    ),
+    **dict.fromkeys(("ClaimResult", "write_report"), "sgdfluct.report"),
+    "reproduce": "sgdfluct.experiments.reproduce",
+    **dict.fromkeys(
+        ("SweepIncomplete", "SweepSpec", "collect_sweep", "load_sweep", "run_sweep"),
+        "sgdfluct.experiments.sweep",
+    ),
+    "run_experiment": "sgdfluct.runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sgdfluct' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "AnalysisConfig",
@@ -59,10 +94,14 @@ __all__ = [
     "DivergenceError",
     "ExperimentConfig",
     "IVFRResult",
+    "InitConfig",
     "LayeredCovariance",
     "MeasuredCovariance",
+    "MeasurementError",
     "ModelConfig",
+    "OutputError",
     "SGDConfig",
+    "SgdfluctError",
     "SimulationResult",
     "StationaryCovariance",
     "SweepIncomplete",

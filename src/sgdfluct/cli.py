@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from sgdfluct import __version__
+from sgdfluct._version import __version__
 from sgdfluct.config import ConfigError
 
 __all__ = ["main"]
@@ -205,6 +205,31 @@ def bench(quick: bool, out_file: Path, quiet: bool) -> None:
         for problem in results.get("problems", []):
             click.echo(_bench_line(problem))
         click.echo(f"written to {out_file}")
+
+
+@main.command()
+@click.argument(
+    "config_path", metavar="CONFIG.toml", type=click.Path(dir_okay=False, path_type=Path)
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@_quiet
+def probe(config_path: Path, out_dir: Path, quiet: bool) -> None:
+    """Weight fluctuations, noise and the IVFR of a PyTorch model (SPEC §11; `probe` extra)."""
+    try:
+        from sgdfluct.probe import run_probe_config
+    except ImportError as exc:
+        _fail(
+            f"sgdfluct probe needs the optional 'probe' extra (torch, scikit-learn): {exc}; "
+            "install it with: pip install torch==2.13.0 'sgdfluct[probe]'"
+        )
+        return
+    try:
+        summary = run_probe_config(config_path, out_dir, progress=_show_progress(quiet))
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    if not quiet:
+        click.echo(f"probe complete: {out_dir} ({summary.get('headline', '')})")
 
 
 def _bench_line(problem: dict[str, Any]) -> str:

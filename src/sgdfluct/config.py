@@ -23,13 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sgdfluct.errors import ConfigError
+
 __all__ = [
     "INPUT_KINDS",
     "SAMPLING_MODES",
     "AnalysisConfig",
     "ConfigError",
     "DataConfig",
+    "ENGINES",
+    "INIT_KINDS",
     "ExperimentConfig",
+    "InitConfig",
     "ModelConfig",
     "SGDConfig",
     "config_from_dict",
@@ -41,10 +46,10 @@ __all__ = [
 
 INPUT_KINDS = ("gaussian", "powerlaw", "student_t", "correlated")
 SAMPLING_MODES = ("with_replacement", "without_replacement", "epoch_shuffle")
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type or out of range."""
+#: SGD engines selectable from ``sgd.engine`` ("auto": numba if installed, else numpy)
+ENGINES = ("auto", "numba", "numpy", "torch")
+#: starting points (SPEC §8b); "auto" = "random" at depth >= 2, "least_squares" at depth 1
+INIT_KINDS = ("auto", "random", "least_squares", "balanced_minimum", "gradient_flow")
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,14 @@ _FIELDS: dict[str, dict[str, _Rule]] = {
         "burn_in": _Rule(int, 0, None),
         "record_every": _Rule(int, 1, None),
         "replicas": _Rule(int, 1, 1_000_000),
+        "seed": _Rule(int, 0, None),
+        "engine": _Rule(str, choices=ENGINES),
+        "device": _Rule(str, choices=("auto", "cpu", "cuda")),
+        "dtype": _Rule(str, choices=("float64", "float32")),
+    },
+    "init": {
+        "kind": _Rule(str, choices=INIT_KINDS),
+        "scale": _Rule(float, 0.0, 100.0, open_low=True),
         "seed": _Rule(int, 0, None),
     },
     "analysis": {
@@ -200,9 +213,22 @@ class SGDConfig:
     record_every: int = 10
     replicas: int = 32
     seed: int = 1
+    engine: str = "auto"
+    device: str = "auto"
+    dtype: str = "float64"
 
     def __post_init__(self) -> None:
         _validate(self, "sgd")
+        if self.dtype == "float32" and self.engine != "torch":
+            raise ConfigError(
+                f"sgd.dtype = 'float32' is not allowed with sgd.engine = {self.engine!r}: "
+                "float32 needs sgd.engine = 'torch'"
+            )
+        if self.device == "cuda" and self.engine != "torch":
+            raise ConfigError(
+                f"sgd.device = 'cuda' is not allowed with sgd.engine = {self.engine!r}: "
+                "the CUDA device needs sgd.engine = 'torch'"
+            )
         if self.burn_in >= self.steps:
             raise ConfigError(
                 f"sgd.burn_in = {self.burn_in} is out of range: expected an integer in "
@@ -213,6 +239,26 @@ class SGDConfig:
                 f"sgd.record_every = {self.record_every} is out of range: expected an integer in "
                 f"[1, sgd.steps - sgd.burn_in = {self.steps - self.burn_in}]"
             )
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitConfig:
+    """Starting point of every replica (SPEC §8b).
+
+    kind : ``"auto"`` (``"random"`` at depth >= 2, ``"least_squares"`` at depth 1),
+        ``"random"`` (``W_l ~ N(0, scale^2 / fan_in)``, one draw per replica),
+        ``"least_squares"`` (depth 1 only), ``"balanced_minimum"`` (SPEC §8a, zero-padded surplus
+        units) or ``"gradient_flow"`` (gradient flow from a random start).
+    scale : standard deviation factor of the random start.
+    seed : its own seed, independent of ``[data]`` and ``[sgd]``.
+    """
+
+    kind: str = "auto"
+    scale: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _validate(self, "init")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,14 +289,27 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sgd: SGDConfig = field(default_factory=SGDConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def __post_init__(self) -> None:
+        if self.init.kind == "least_squares" and self.model.depth != 1:
+            raise ConfigError(
+                f"init.kind = 'least_squares' is not allowed at model.depth = {self.model.depth}: "
+                "expected one of 'auto', 'random', 'balanced_minimum', 'gradient_flow'"
+            )
         if self.sgd.batch_size > self.data.n_samples:
             raise ConfigError(
                 f"sgd.batch_size = {self.sgd.batch_size} is out of range: expected an integer in "
                 f"[1, data.n_samples = {self.data.n_samples}]"
             )
+
+    @property
+    def init_kind(self) -> str:
+        """The resolved start kind (``"auto"`` replaced by its meaning at this depth)."""
+        if self.init.kind != "auto":
+            return self.init.kind
+        return "least_squares" if self.model.depth == 1 else "random"
 
     def layer_shapes(self) -> list[tuple[int, int]]:
         """Shapes ``(rows, cols)`` of ``W_1 ... W_L`` in forward order."""
@@ -265,6 +324,7 @@ _SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
     "sgd": SGDConfig,
+    "init": InitConfig,
     "analysis": AnalysisConfig,
 }
 

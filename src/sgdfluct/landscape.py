@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import optimize, stats
 
 from sgdfluct import networks
 
@@ -446,6 +445,8 @@ def flatness_numeric(
                 f"the profile stays below {factor:.4g} L_0 up to |s| = {abs(outer):.3g} "
                 "(flat direction): flatness is unbounded"
             )
+        from scipy import optimize  # deferred: keeps `import sgdfluct` light
+
         ends.append(optimize.brentq(excess, inner, outer, xtol=xtol))
     return float(ends[0] - ends[1])
 
@@ -495,6 +496,8 @@ def spearman(x: Array, y: Array, *, tie_rtol: float = TIE_RTOL) -> tuple[float, 
     x, y = _snap_ties(x, tie_rtol), _snap_ties(y, tie_rtol)
     if np.ptp(x) == 0.0 or np.ptp(y) == 0.0:
         return math.nan, math.nan
+    from scipy import stats  # deferred: keeps `import sgdfluct` light
+
     res = stats.spearmanr(x, y)
     return float(res.statistic), float(res.pvalue)
 

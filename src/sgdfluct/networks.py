@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.integrate import solve_ivp
 
 __all__ = [
     "balanced_minimum",
@@ -252,6 +251,8 @@ def gradient_flow(
 
     def rhs(_t: float, th: Array) -> Array:
         return -gradient(th, shapes, inputs, targets)
+
+    from scipy.integrate import solve_ivp  # deferred: keeps `import sgdfluct` light
 
     sol = solve_ivp(
         rhs, (0.0, time), np.asarray(theta0, float), method="LSODA", rtol=rtol, atol=atol

@@ -16,7 +16,7 @@ from typing import Any
 
 import xarray as xr
 
-from sgdfluct import __version__
+from sgdfluct._version import __version__
 from sgdfluct.config import ConfigError, config_from_dict, config_to_toml
 from sgdfluct.experiments.claims import (
     CLAIMS,

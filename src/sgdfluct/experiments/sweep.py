@@ -468,7 +468,7 @@ def collect_sweep(
         null in its summary (a non-finite value), is NaN there. ``cell_id`` is a string coordinate.
         ``attrs``: ``sweep`` (file text), ``base_config`` (TOML), ``version``, ``replicates``.
     """
-    from sgdfluct import __version__
+    from sgdfluct._version import __version__
 
     out_dir = Path(out_dir)
     all_cells = cells(spec)

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sgdfluct import __version__, networks
+from sgdfluct import networks
+from sgdfluct._version import __version__
 from sgdfluct.config import ExperimentConfig, config_to_toml
 from sgdfluct.data import Dataset, make_dataset
 from sgdfluct.io import (

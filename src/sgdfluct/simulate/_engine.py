@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sgdfluct import networks
+from sgdfluct.errors import DivergenceError
 from sgdfluct.simulate import _kernels
 from sgdfluct.simulate._sampling import IndexStream, replica_seeds
 from sgdfluct.simulate._stats import StreamingMoments
@@ -26,10 +27,6 @@ SNAPSHOT_BYTES = 32 * 2**20
 #: Divergence: |theta - theta0| > GROWTH_BOUND * (1 + |theta0|) in any entry.
 GROWTH_BOUND = 1e6
 ENGINES = ("auto", "numba", "numpy")
-
-
-class DivergenceError(RuntimeError):
-    """SGD left the basin: non-finite weights or unbounded growth."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 from numpy.typing import NDArray
 
+from sgdfluct.errors import UnstableError
 from sgdfluct.theory.noise import (
     _as_2d_residuals,
     _as_inputs,
@@ -58,10 +59,6 @@ Array = NDArray[np.float64]
 DENSE_MAX_PARAMS = 48
 
 _METHODS = ("auto", "dense", "krylov", "fixed_point")
-
-
-class UnstableError(ValueError):
-    """SGD is not mean-square stable: the stationary second moment does not exist."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.special
-import scipy.stats
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
@@ -126,6 +124,8 @@ def _mean_weight_term(m: NDArray[np.complex128], ratio: float, weight_scale: flo
     out[small] = weight_scale * (1 - 3 * asm + 15 * asm**2 - 105 * asm**3 + 945 * asm**4)
     al = a[~small]
     b = 1.0 / np.sqrt(al)
+    import scipy.special  # deferred: keeps `import sgdfluct` light
+
     e = b * np.sqrt(np.pi / 2) * scipy.special.erfcx(b / np.sqrt(2))
     out[~small] = (1 - e) / (ratio * m[~small])
     return out
@@ -266,6 +266,8 @@ def generalized_mp_cdf(
 def ks_distance(eigenvalues: ArrayLike, cdf: Callable[[Array], Array]) -> float:
     """Kolmogorov-Smirnov distance ``sup |F_emp - F|`` of an empirical spectrum to a law."""
     ev = np.sort(np.asarray(eigenvalues, dtype=float).ravel())
+    import scipy.stats
+
     return float(scipy.stats.kstest(ev, cdf).statistic)
 
 
@@ -290,6 +292,8 @@ def coefficient_of_variation(values: ArrayLike) -> float:
 
 def spectral_distance(a: ArrayLike, b: ArrayLike) -> float:
     """Wasserstein-1 distance between two mean-normalized spectra."""
+    import scipy.stats
+
     return float(scipy.stats.wasserstein_distance(normalized_spectrum(a), normalized_spectrum(b)))
 
 
@@ -355,6 +359,8 @@ def single_layer_spectra(hessian: Array, noise_cov: Array, cov: Array) -> Single
     if np.ptp(var) == 0 or np.ptp(curv) == 0:
         rho = 0.0
     else:
+        import scipy.stats
+
         rho = float(scipy.stats.spearmanr(var, curv).statistic)
     return SingleLayerSpectra(
         hessian_eigs=he,
