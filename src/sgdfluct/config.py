@@ -26,13 +26,13 @@ from typing import Any
 from sgdfluct.errors import ConfigError
 
 __all__ = [
+    "ENGINES",
+    "INIT_KINDS",
     "INPUT_KINDS",
     "SAMPLING_MODES",
     "AnalysisConfig",
     "ConfigError",
     "DataConfig",
-    "ENGINES",
-    "INIT_KINDS",
     "ExperimentConfig",
     "InitConfig",
     "ModelConfig",
