@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ __all__ = [
     "with_overrides",
 ]
 
+#: the built-in input kinds (the live list, with user registrations: ``sgdfluct.data.INPUT_KINDS``)
 INPUT_KINDS = ("gaussian", "powerlaw", "student_t", "correlated")
 SAMPLING_MODES = ("with_replacement", "without_replacement", "epoch_shuffle")
 #: SGD engines selectable from ``sgd.engine`` ("auto": numba if installed, else numpy)
@@ -60,11 +61,16 @@ class _Rule:
     low: float | None = None
     high: float | None = None
     open_low: bool = False
-    choices: tuple[str, ...] | None = None
+    #: allowed strings; a callable is asked at validation time (a registry's current names)
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
+
+    def options(self) -> tuple[str, ...] | None:
+        return self.choices() if callable(self.choices) else self.choices
 
     def describe(self) -> str:
-        if self.choices is not None:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
+        options = self.options()
+        if options is not None:
+            return "one of " + ", ".join(repr(c) for c in options)
         name = {int: "an integer", float: "a number", bool: "true/false", str: "a string"}[
             self.kind
         ]
@@ -90,7 +96,8 @@ def _check(section: str, name: str, value: Any, rule: _Rule) -> Any:
             raise ConfigError(f"{key} = {value!r} has the wrong type: expected {rule.describe()}")
     elif not isinstance(value, rule.kind):
         raise ConfigError(f"{key} = {value!r} has the wrong type: expected {rule.describe()}")
-    if rule.choices is not None and value not in rule.choices:
+    options = rule.options()
+    if options is not None and value not in options:
         raise ConfigError(f"{key} = {value!r} is not allowed: expected {rule.describe()}")
     if rule.low is not None and (value < rule.low or (rule.open_low and value == rule.low)):
         raise ConfigError(f"{key} = {value!r} is out of range: expected {rule.describe()}")
@@ -105,7 +112,7 @@ _FIELDS: dict[str, dict[str, _Rule]] = {
         "n_out": _Rule(int, 1, 10_000),
         "n_samples": _Rule(int, 1, 10_000_000),
         "label_noise": _Rule(float, 0.0, None),
-        "inputs": _Rule(str, choices=INPUT_KINDS),
+        "inputs": _Rule(str, choices=lambda: _registered_input_kinds()),
         "powerlaw_exponent": _Rule(float, 0.0, 10.0),
         "student_t_dof": _Rule(float, 2.0, None, open_low=True),
         "correlation": _Rule(float, 0.0, 0.99),
@@ -140,6 +147,14 @@ _FIELDS: dict[str, dict[str, _Rule]] = {
         "theory_method": _Rule(str, choices=("auto", "dense", "krylov", "fixed_point")),
     },
 }
+
+
+def _registered_input_kinds() -> tuple[str, ...]:
+    """Names of the input kinds registered in :data:`sgdfluct.data.INPUT_KINDS` (loaded lazily:
+    :mod:`sgdfluct.data` imports this module)."""
+    from sgdfluct.data import INPUT_KINDS as registry
+
+    return registry.names()
 
 
 def _validate(obj: Any, section: str) -> None:

@@ -7,14 +7,23 @@ Everything is determined by ``DataConfig.seed``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sgdfluct.config import DataConfig
+from sgdfluct.registry import Registry
 
-__all__ = ["Dataset", "input_covariance", "make_dataset", "sample_inputs"]
+__all__ = [
+    "INPUT_KINDS",
+    "Dataset",
+    "InputKind",
+    "input_covariance",
+    "make_dataset",
+    "sample_inputs",
+]
 
 Array = NDArray[np.float64]
 
@@ -49,30 +58,66 @@ class Dataset:
         return int(self.inputs.shape[0])
 
 
+@dataclass(frozen=True, kw_only=True)
+class InputKind:
+    """One input distribution: how to draw inputs and (optionally) their population covariance.
+
+    Attributes
+    ----------
+    sample : callable ``(config, n, rng) -> (n, N_i) array``
+        Draws ``n`` input vectors (rows).
+    covariance : callable ``(config) -> (N_i, N_i) array`` or None
+        Population covariance ``Λ`` with mean eigenvalue 1; None means ``Λ = I``.
+    """
+
+    sample: Callable[[DataConfig, int, np.random.Generator], Array]
+    covariance: Callable[[DataConfig], Array] | None = None
+
+
+#: the input kinds selectable as ``data.inputs`` (register more with
+#: ``INPUT_KINDS.register(name, InputKind(...))``; the config validates against this registry)
+INPUT_KINDS: Registry[InputKind] = Registry("data.inputs")
+
+
+def _gaussian_with(config: DataConfig, n: int, rng: np.random.Generator) -> Array:
+    """Gaussian inputs with covariance :func:`input_covariance` (Cholesky factor)."""
+    z = rng.standard_normal((n, config.n_in))
+    return np.asarray(z @ np.linalg.cholesky(input_covariance(config)).T)
+
+
+def _powerlaw_cov(config: DataConfig) -> Array:
+    spectrum = np.arange(1, config.n_in + 1, dtype=float) ** (-config.powerlaw_exponent)
+    return np.diag(spectrum / spectrum.mean())
+
+
+def _correlated_cov(config: DataConfig) -> Array:
+    k = np.arange(config.n_in)
+    return np.asarray(config.correlation ** np.abs(k[:, None] - k[None, :]).astype(float))
+
+
+def _student_t(config: DataConfig, n: int, rng: np.random.Generator) -> Array:
+    nu = config.student_t_dof
+    # unit variance per entry: Var(t_nu) = nu / (nu - 2)
+    return np.asarray(rng.standard_t(nu, size=(n, config.n_in)) * np.sqrt((nu - 2.0) / nu))
+
+
+INPUT_KINDS.register(
+    "gaussian", InputKind(sample=lambda c, n, rng: rng.standard_normal((n, c.n_in)))
+)
+INPUT_KINDS.register("powerlaw", InputKind(sample=_gaussian_with, covariance=_powerlaw_cov))
+INPUT_KINDS.register("student_t", InputKind(sample=_student_t))
+INPUT_KINDS.register("correlated", InputKind(sample=_gaussian_with, covariance=_correlated_cov))
+
+
 def input_covariance(config: DataConfig) -> Array:
     """Population input covariance ``Λ`` of shape (N_i, N_i), with mean eigenvalue 1."""
-    n = config.n_in
-    if config.inputs == "powerlaw":
-        spectrum = np.arange(1, n + 1, dtype=float) ** (-config.powerlaw_exponent)
-        return np.diag(spectrum / spectrum.mean())
-    if config.inputs == "correlated":
-        k = np.arange(n)
-        return config.correlation ** np.abs(k[:, None] - k[None, :]).astype(float)
-    return np.eye(n)
+    kind = INPUT_KINDS.get(config.inputs)
+    return np.eye(config.n_in) if kind.covariance is None else kind.covariance(config)
 
 
 def sample_inputs(config: DataConfig, n: int, rng: np.random.Generator) -> Array:
     """Draw ``n`` input vectors (rows) of the kind ``config.inputs``; shape (n, N_i)."""
-    d = config.n_in
-    if config.inputs == "student_t":
-        nu = config.student_t_dof
-        # unit variance per entry: Var(t_nu) = nu / (nu - 2)
-        return rng.standard_t(nu, size=(n, d)) * np.sqrt((nu - 2.0) / nu)
-    z = rng.standard_normal((n, d))
-    if config.inputs == "gaussian":
-        return z
-    cov = input_covariance(config)
-    return z @ np.linalg.cholesky(cov).T
+    return INPUT_KINDS.get(config.inputs).sample(config, n, rng)
 
 
 def make_dataset(config: DataConfig, *, n_test: int = 0) -> Dataset:
