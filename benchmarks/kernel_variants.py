@@ -16,11 +16,11 @@ import numba
 import numpy as np
 
 from sgdfluct.bench import PROBLEMS, _problem
-from sgdfluct.simulate import _kernels, batch_indices
+from sgdfluct.simulate import _kernels, _numba_kernels, batch_indices
 
 FASTMATH = {"reassoc", "contract", "nsz"}
-GENERIC = _kernels._numba_chunk.py_func
-SINGLE = _kernels._numba_chunk_single.py_func
+GENERIC = _numba_kernels._numba_chunk.py_func
+SINGLE = _numba_kernels._numba_chunk_single.py_func
 VARIANTS = {
     "numba generic, parallel, fastmath": numba.njit(parallel=True, fastmath=FASTMATH)(GENERIC),
     "numba generic, serial, fastmath": numba.njit(fastmath=FASTMATH)(GENERIC),

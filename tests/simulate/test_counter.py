@@ -16,7 +16,7 @@ P_FLOOR = 1e-6
 def test_numba_and_numpy_agree_and_chunks_compose():
     keys = replica_keys(replica_seeds(7, 5))
     full = counter_indices(keys, 0, 300, 6, 37, use_numba=False)
-    np.testing.assert_array_equal(counter_indices(keys, 0, 300, 6, 37), full)
+    np.testing.assert_array_equal(counter_indices(keys, 0, 300, 6, 37, use_numba=True), full)
     parts = [counter_indices(keys, a, b - a, 6, 37) for a, b in [(0, 13), (13, 200), (200, 300)]]
     np.testing.assert_array_equal(np.concatenate(parts, axis=1), full)
     np.testing.assert_array_equal(batch_indices(37, 6, 300, replicas=5, seed=7), full)

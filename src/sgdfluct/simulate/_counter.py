@@ -12,6 +12,8 @@ replicas in parallel inside numba, instead of one NumPy generator call per repli
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -43,31 +45,6 @@ def _numpy_indices(
     return idx.astype(np.int64).reshape(keys.shape[0], n, batch_size)
 
 
-if HAVE_NUMBA:
-    from numba import njit
-
-    # serial on purpose: it costs ~1 ms per 65k replica-steps, and launching numba's thread pool
-    # from here (before the step kernels) clashed with the thread caps of sweep workers
-    @njit(cache=True)
-    def _numba_fill(keys, start, n, batch_size, n_samples, out):
-        golden = np.uint64(0x9E3779B97F4A7C15)
-        mix1 = np.uint64(0xBF58476D1CE4E5B9)
-        mix2 = np.uint64(0x94D049BB133111EB)
-        s30, s27, s31, s32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32)
-        p = np.uint64(n_samples)
-        base = np.uint64(start) * np.uint64(batch_size)
-        for r in range(keys.shape[0]):
-            k = keys[r]
-            for t in range(n):
-                for j in range(batch_size):
-                    c = base + np.uint64(t * batch_size + j)
-                    z = k + c * golden
-                    z = (z ^ (z >> s30)) * mix1
-                    z = (z ^ (z >> s27)) * mix2
-                    z = z ^ (z >> s31)
-                    out[r, t, j] = np.int64(((z >> s32) * p) >> s32)
-
-
 def counter_indices(
     keys: NDArray[np.uint64],
     start: int,
@@ -75,11 +52,19 @@ def counter_indices(
     batch_size: int,
     n_samples: int,
     *,
-    use_numba: bool = HAVE_NUMBA,
+    use_numba: bool | None = None,
 ) -> NDArray[np.int64]:
-    """Indices of steps ``start .. start + n - 1`` for every replica key; int64 (R, n, S)."""
+    """Indices of steps ``start .. start + n - 1`` for every replica key; int64 (R, n, S).
+
+    ``use_numba=None`` uses the (identical, faster) numba fill only when numba is already loaded,
+    so that index generation alone never imports numba.
+    """
+    if use_numba is None:
+        use_numba = HAVE_NUMBA and "sgdfluct.simulate._numba_kernels" in sys.modules
     if not use_numba:
         return _numpy_indices(keys, start, n, batch_size, n_samples)
+    from sgdfluct.simulate._numba_kernels import numba_fill
+
     out = np.empty((keys.shape[0], n, batch_size), dtype=np.int64)
-    _numba_fill(keys, start, n, batch_size, n_samples, out)
+    numba_fill(keys, start, n, batch_size, n_samples, out)
     return out
