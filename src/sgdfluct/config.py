@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ __all__ = [
     "ENGINES",
     "INIT_KINDS",
     "INPUT_KINDS",
+    "MIN_RECORDS",
     "SAMPLING_MODES",
     "AnalysisConfig",
     "ConfigError",
@@ -37,10 +39,13 @@ __all__ = [
     "InitConfig",
     "ModelConfig",
     "SGDConfig",
+    "check_resources",
     "config_from_dict",
     "config_to_dict",
     "config_to_toml",
     "load_config",
+    "memory_limit",
+    "read_toml",
     "with_overrides",
 ]
 
@@ -51,6 +56,24 @@ SAMPLING_MODES = ("with_replacement", "without_replacement", "epoch_shuffle")
 ENGINES = ("auto", "numba", "numpy", "torch")
 #: starting points (SPEC §8b); "auto" = "random" at depth >= 2, "least_squares" at depth 1
 INIT_KINDS = ("auto", "random", "least_squares", "balanced_minimum", "gradient_flow")
+
+#: fewest records per replica a run may have: the engine cuts each replica's records into this many
+#: contiguous batches for its batch-means standard errors (``sgdfluct.simulate.simulate``'s default
+#: ``n_batches``, which rejects fewer records; tests/test_config.py checks the two agree)
+MIN_RECORDS = 16
+#: largest label noise accepted. The theory is homogeneous in sigma (covariances scale as sigma^2),
+#: so larger values are a change of units; the statistics need fourth powers of the weights and
+#: overflow float64 beyond about sigma ~ 1e60 (measured: sigma = 1e60 gave non-finite metrics,
+#: 1e30 finite ones)
+MAX_LABEL_NOISE = 1e20
+#: bytes per float64 entry
+_FLOAT_BYTES = 8
+#: (d, d) float64 arrays alive at the peak of a run, d = number of weights: ~20 in the streaming
+#: statistics (simulate/_stats.py), ~12 in the runner (H, C, covariances, errors, currents) and
+#: the GMRES basis of the exact solver (restart 50 vectors of d^2, theory/discrete.py)
+_PEAK_DD_ARRAYS = 82
+#: environment variable overriding the memory limit (bytes; for tests and shared machines)
+MEMORY_LIMIT_ENV = "SGDFLUCT_MEMORY_LIMIT"
 
 
 @dataclass(frozen=True)
@@ -111,7 +134,7 @@ _FIELDS: dict[str, dict[str, _Rule]] = {
         "n_in": _Rule(int, 1, 100_000),
         "n_out": _Rule(int, 1, 10_000),
         "n_samples": _Rule(int, 1, 10_000_000),
-        "label_noise": _Rule(float, 0.0, None),
+        "label_noise": _Rule(float, 0.0, MAX_LABEL_NOISE),
         "inputs": _Rule(str, choices=lambda: _registered_input_kinds()),
         "powerlaw_exponent": _Rule(float, 0.0, 10.0),
         "student_t_dof": _Rule(float, 2.0, None, open_low=True),
@@ -254,6 +277,20 @@ class SGDConfig:
                 f"sgd.record_every = {self.record_every} is out of range: expected an integer in "
                 f"[1, sgd.steps - sgd.burn_in = {self.steps - self.burn_in}]"
             )
+        if self.n_records < MIN_RECORDS:
+            longest = (self.steps - self.burn_in - 1) // (MIN_RECORDS - 1)
+            raise ConfigError(
+                f"sgd.record_every = {self.record_every} leaves {self.n_records} records per "
+                f"replica (sgd.steps = {self.steps}, sgd.burn_in = {self.burn_in}); the standard "
+                f"errors need at least {MIN_RECORDS}: expected sgd.record_every in [1, "
+                f"{max(longest, 1)}] or sgd.steps >= "
+                f"{self.burn_in + (MIN_RECORDS - 1) * self.record_every + 1}"
+            )
+
+    @property
+    def n_records(self) -> int:
+        """Records per replica: steps ``burn_in, burn_in + record_every, ... < steps``."""
+        return len(range(self.burn_in, self.steps, self.record_every))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -318,6 +355,47 @@ class ExperimentConfig:
                 f"sgd.batch_size = {self.sgd.batch_size} is out of range: expected an integer in "
                 f"[1, data.n_samples = {self.data.n_samples}]"
             )
+        if self.sgd.batch_size == self.data.n_samples and self.sgd.sampling != "with_replacement":
+            raise ConfigError(
+                f"sgd.batch_size = {self.sgd.batch_size} equals data.n_samples with sgd.sampling "
+                f"= {self.sgd.sampling!r}: every step sees the whole data set (gradient descent, "
+                "no SGD noise, nothing to measure); expected sgd.batch_size in "
+                f"[1, data.n_samples - 1 = {self.data.n_samples - 1}] or sgd.sampling = "
+                "'with_replacement'"
+            )
+        if self.model.depth >= 2 and self.data.n_samples <= self.data.n_in:
+            raise ConfigError(
+                f"data.n_samples = {self.data.n_samples} is out of range at model.depth = "
+                f"{self.model.depth}: with n_samples <= data.n_in = {self.data.n_in} the network "
+                "interpolates the data, so SGD has no noise at the minimum and the depth >= 2 "
+                f"measurement has nothing to measure; expected data.n_samples > {self.data.n_in}"
+            )
+        if self.model.depth >= 2 and self.data.label_noise == 0:
+            raise ConfigError(
+                f"data.label_noise = 0 is out of range at model.depth = {self.model.depth}: a "
+                "noiseless linear teacher is interpolated, so SGD has no noise at the minimum "
+                "and the depth >= 2 measurement has nothing to measure; expected "
+                f"data.label_noise in (0, {MAX_LABEL_NOISE:g}]"
+            )
+
+    @property
+    def n_params(self) -> int:
+        """Number of weights ``d`` (all layers)."""
+        return sum(rows * cols for rows, cols in self.layer_shapes())
+
+    def memory_estimate(self) -> int:
+        """Rough peak memory of a run in bytes (the dominant terms; see :func:`check_resources`).
+
+        ``_PEAK_DD_ARRAYS`` float64 ``(d, d)`` arrays (statistics, theory, runner), the data and
+        test set, and the per-sample gradients used for the noise covariance (``P x d``).
+        """
+        d = self.n_params
+        n_test = 2000  # sgdfluct.runner.N_TEST: the independent test set
+        rows = self.data.n_samples + n_test
+        dd = _PEAK_DD_ARRAYS * d * d
+        data = rows * (self.data.n_in + self.data.n_out)
+        gradients = 2 * self.data.n_samples * d
+        return int(_FLOAT_BYTES * (dd + data + gradients))
 
     @property
     def init_kind(self) -> str:
@@ -399,16 +477,117 @@ def config_to_toml(config: ExperimentConfig, *, header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate a TOML experiment config."""
+def read_toml(path: str | Path, what: str = "config file") -> tuple[dict[str, Any], str]:
+    """Parse a TOML file; every way it can be unreadable is a :class:`ConfigError` naming it.
+
+    Parameters
+    ----------
+    path : str or Path
+    what : str
+        How the message calls the file (``"config file"``, ``"sweep file"``).
+
+    Returns
+    -------
+    (dict, str)
+        The parsed table and the file's text.
+    """
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        raise ConfigError(f"{what} {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {str(path)!r} is a folder: expected a TOML file") from None
+    except PermissionError:
+        raise ConfigError(f"{what} {str(path)!r} cannot be read (permission denied)") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    if b"\x00" in data:
+        raise ConfigError(f"{what} {str(path)!r} is a binary file: expected a TOML text file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start}): expected a TOML file "
+            "saved as UTF-8"
+        ) from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return config_from_dict(raw)
+    return raw, text
+
+
+def memory_limit() -> int:
+    """Memory a run may use, in bytes: ``$SGDFLUCT_MEMORY_LIMIT`` if set, else the smaller of
+    the physical memory and the cgroup limit (containers)."""
+    env = os.environ.get(MEMORY_LIMIT_ENV)
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise ConfigError(f"{MEMORY_LIMIT_ENV} = {env!r} is not a number of bytes") from None
+    limits: list[int] = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        pass
+    for cgroup in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(cgroup).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    return min(limits) if limits else 2**63 - 1
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def check_resources(config: ExperimentConfig) -> None:
+    """Refuse, before any computing, a run whose memory estimate exceeds the machine's limit.
+
+    Raises
+    ------
+    ConfigError
+        Naming the fields that set the size, the estimate and the limit.
+    """
+    need = config.memory_estimate()
+    limit = memory_limit()
+    if need > limit:
+        d = config.n_params
+        raise ConfigError(
+            f"the run needs about {_gib(need)} of memory ({_PEAK_DD_ARRAYS} float64 arrays of "
+            f"d x d with d = {d} weights from data.n_in = {config.data.n_in}, data.n_out = "
+            f"{config.data.n_out}, model.depth = {config.model.depth}, model.hidden = "
+            f"{config.model.hidden}) but the limit is {_gib(limit)}: reduce data.n_in "
+            f"(or model.hidden), or raise {MEMORY_LIMIT_ENV}"
+        )
+
+
+def load_config(path: str | Path, *, check_memory: bool = True) -> ExperimentConfig:
+    """Read and validate a TOML experiment config.
+
+    Parameters
+    ----------
+    path : str or Path
+    check_memory : bool
+        Also refuse a config whose memory estimate exceeds this machine's limit
+        (:func:`check_resources`).
+
+    Raises
+    ------
+    ConfigError
+        Unreadable, binary or non-UTF-8 files, invalid TOML, unknown keys, bad values, and runs
+        that cannot fit in memory.
+    """
+    raw, _ = read_toml(path, "config file")
+    config = config_from_dict(raw)
+    if check_memory:
+        check_resources(config)
+    return config
 
 
 def with_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
