@@ -139,7 +139,6 @@ def test_discrete_correction_is_first_order_in_eta(rng):
 
 def test_batch_factor_and_errors(rng):
     # one f_S for the whole theory package (theory.noise), arguments (S, P, sampling)
-    assert lay.batch_factor is batch_factor
     assert batch_factor(10, 100, "with_replacement") == pytest.approx(0.1)
     assert batch_factor(10, 100, "without_replacement") == pytest.approx(90 / 990)
     assert batch_factor(100, 100, "without_replacement") == 0.0
@@ -155,6 +154,7 @@ def test_batch_factor_and_errors(rng):
         theta, shapes, x, y, learning_rate=0.1, batch_size=4, sampling="epoch_shuffle"
     )
     assert not res.sampling_exact
+    assert res.batch_factor == batch_factor(4, x.shape[0], "epoch_shuffle")
     with pytest.raises(ValueError, match="unstable"):
         lay.layered_covariance(
             theta,

@@ -1,5 +1,8 @@
 """Stationary theory of SGD weight fluctuations (never imports :mod:`sgdfluct.simulate`).
 
+The front door is :func:`stationary_covariance` with a :class:`StationaryProblem` and a method
+of the :data:`METHODS` registry (:mod:`sgdfluct.theory.problem`).
+
 Single layer (SPEC §4-7): noise covariance and Hessian, continuum Lyapunov and exact discrete-time
 stationary covariance, detailed balance, random-matrix spectra. Depth >= 2 (SPEC §8, §8a):
 linearization, symmetry null space, noise equilibrium, layer-wise covariance theories.
@@ -19,7 +22,6 @@ from sgdfluct.theory.discrete import (
     benchmark_exact_solver,
     discrete_residual,
     mean_square_spectral_radius,
-    stationary_covariance,
 )
 from sgdfluct.theory.layered import LayeredCovariance, layered_covariance
 from sgdfluct.theory.linearization import (
@@ -41,6 +43,7 @@ from sgdfluct.theory.noise import (
     single_layer_hessian,
     single_layer_noise_covariance,
 )
+from sgdfluct.theory.problem import METHODS, Solution, StationaryProblem, stationary_covariance
 from sgdfluct.theory.spectra import (
     SingleLayerSpectra,
     chi2_weighted_mp_stieltjes,
@@ -57,6 +60,7 @@ from sgdfluct.theory.spectra import (
     single_layer_spectra,
     spectral_distance,
 )
+from sgdfluct.theory.stability import check_learning_rate
 from sgdfluct.theory.symmetry import (
     NoiseEquilibrium,
     NullSpaceCheck,
@@ -68,6 +72,7 @@ from sgdfluct.theory.symmetry import (
 
 __all__ = [
     "DENSE_MAX_PARAMS",
+    "METHODS",
     "SAMPLING_MODES",
     "DetailedBalance",
     "LayeredCovariance",
@@ -75,10 +80,13 @@ __all__ = [
     "NoiseEquilibrium",
     "NullSpaceCheck",
     "SingleLayerSpectra",
+    "Solution",
     "StationaryCovariance",
+    "StationaryProblem",
     "UnstableError",
     "batch_factor",
     "benchmark_exact_solver",
+    "check_learning_rate",
     "check_null_space",
     "chi2_weighted_mp_stieltjes",
     "coefficient_of_variation",

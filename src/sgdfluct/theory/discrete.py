@@ -33,7 +33,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 from numpy.typing import NDArray
 
-from sgdfluct.errors import UnstableError
+from sgdfluct.errors import ConfigError, UnstableError
 from sgdfluct.theory.noise import (
     _as_2d_residuals,
     _as_inputs,
@@ -41,6 +41,8 @@ from sgdfluct.theory.noise import (
     sampling_note,
     single_layer_noise_covariance,
 )
+from sgdfluct.theory.problem import EXACT_SOLVERS, METHODS, StationaryProblem
+from sgdfluct.theory.stability import check_learning_rate
 
 __all__ = [
     "DENSE_MAX_PARAMS",
@@ -58,7 +60,7 @@ Array = NDArray[np.float64]
 #: (d = 48: a 2304 x 2304 system, ~40 MB).
 DENSE_MAX_PARAMS = 48
 
-_METHODS = ("auto", "dense", "krylov", "fixed_point")
+_METHODS = EXACT_SOLVERS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,12 +198,7 @@ def _setup(x: Array, n_out: int, eta: float, fs: float) -> _Problem:
             f"H_x is singular (smallest eigenvalue {evals[0]:.3g}, largest {lam_max:.3g}): "
             "an overparameterized single layer (P < N_i) has no unique stationary covariance"
         )
-    if eta * lam_max >= 2.0:
-        raise UnstableError(
-            f"SGD is unstable at learning_rate={eta}: lambda_max(H)={lam_max:.6g}, "
-            f"eta * lambda_max = {eta * lam_max:.4g} >= 2 (bound 2/lambda_max = "
-            f"{2 / lam_max:.6g}); the SGD second moment diverges"
-        )
+    check_learning_rate(lam_max, eta)
     h = np.tile(evals, n_out)
     den = h[:, None] + h[None, :] - eta * np.outer(h, h)
     return _Problem(z=x @ vecs, vecs=vecs, h=h, den=den, n_out=n_out, eta=eta, fs=fs)
@@ -383,7 +380,7 @@ def stationary_covariance(
     x = _as_inputs(inputs)
     r = _as_2d_residuals(residuals, x.shape[0])
     if method not in _METHODS:
-        raise ValueError(f"method={method!r} is not one of {_METHODS}")
+        raise ConfigError(f"method = {method!r} is not allowed: expected one of {_METHODS}")
     if not np.isfinite(learning_rate) or learning_rate <= 0:
         raise ValueError(f"learning_rate={learning_rate} must be > 0")
     if not (0 < tol < 1):
@@ -413,7 +410,11 @@ def stationary_covariance(
         cov = prob.rotate(cov_rot, inverse=True)
     cov = 0.5 * (cov + cov.T)
     if not np.all(np.isfinite(cov)):
-        raise RuntimeError("stationary covariance solve produced non-finite values")
+        raise UnstableError(
+            "the stationary covariance solve produced non-finite values: SGD is at or beyond "
+            f"its mean-square stability edge at learning_rate = {eta}"
+        )
+    _check_psd(cov, eta)
     res = discrete_residual(x, r, cov, learning_rate=eta, batch_factor=fs)
     return StationaryCovariance(
         cov=cov,
@@ -424,6 +425,46 @@ def stationary_covariance(
         spectral_radius=rho,
         batch_factor=fs,
         note=note,
+    )
+
+
+#: a stationary covariance is PSD; eigenvalues below -PSD_RTOL * largest mean the solve is
+#: meaningless (at the stability edge the linear system is singular): round-off gives ~1e-14
+PSD_RTOL = 1e-8
+
+
+def _check_psd(cov: Array, eta: float) -> None:
+    evals = np.linalg.eigvalsh(cov)
+    top = max(float(np.abs(evals).max()), 1e-300)
+    if evals[0] < -PSD_RTOL * top:
+        raise UnstableError(
+            f"the stationary covariance at learning_rate = {eta} is not positive semi-definite "
+            f"(smallest eigenvalue {evals[0]:.3g}, largest {evals[-1]:.3g}): SGD is at or beyond "
+            "its mean-square stability edge, so no stationary covariance exists"
+        )
+
+
+@METHODS.register("exact")
+def _exact(
+    problem: StationaryProblem, *, solver: str = "auto", tol: float = 1e-12, max_iter: int = 10_000
+) -> StationaryCovariance:
+    """The exact single-layer equation of docs/theory.md §5 (front-door method ``"exact"``);
+    ``solver`` is one of ``"auto"``, ``"dense"``, ``"krylov"``, ``"fixed_point"``."""
+    if not problem.is_single_layer:
+        raise ConfigError(
+            "method = 'exact' needs a single-layer problem (StationaryProblem.single_layer); "
+            "for a linearized network use 'multiplicative' or 'renormalized'"
+        )
+    assert problem.residuals is not None
+    return stationary_covariance(
+        problem.inputs,
+        problem.residuals,
+        learning_rate=problem.learning_rate,
+        batch_size=problem.batch_size,
+        sampling=problem.sampling,
+        method=solver,
+        tol=tol,
+        max_iter=max_iter,
     )
 
 

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sgdfluct import networks as nw
-from sgdfluct.theory.linearization import gauss_newton_variance, hessian_range, live_range
-from sgdfluct.theory.noise import batch_factor
+from sgdfluct.errors import ConfigError, UnstableError
+from sgdfluct.theory.linearization import gauss_newton_variance, hessian_range
+from sgdfluct.theory.problem import METHODS, StationaryProblem, stationary_covariance
+from sgdfluct.theory.stability import check_learning_rate
 
 __all__ = [
     "LayeredCovariance",
@@ -40,8 +42,8 @@ __all__ = [
 Array = NDArray[np.float64]
 Shapes = Sequence[tuple[int, int]]
 Method = Literal["continuum", "discrete", "multiplicative", "renormalized"]
-METHODS = ("continuum", "discrete", "multiplicative", "renormalized")
-SAMPLINGS = ("with_replacement", "without_replacement", "epoch_shuffle")
+#: the methods :func:`layered_covariance` accepts (all registered in the front door's METHODS)
+RANGE_METHODS = ("continuum", "discrete", "multiplicative", "renormalized")
 
 
 def layer_slices(shapes: Shapes) -> list[slice]:
@@ -115,14 +117,6 @@ def _denominator(h: Array, learning_rate: float, discrete: bool) -> Array:
     return den
 
 
-def _check_stability(h: Array, learning_rate: float) -> None:
-    if learning_rate * h.max() >= 2.0:
-        raise ValueError(
-            f"learning_rate * max eigenvalue of H = {learning_rate * h.max():.4g} >= 2: SGD is "
-            f"unstable (need learning_rate < {2.0 / h.max():.4g})"
-        )
-
-
 def _lhs(sigma: Array, hess: Array, learning_rate: float, discrete: bool) -> Array:
     out = hess @ sigma + sigma @ hess
     if discrete:
@@ -176,7 +170,7 @@ def solve_linearized(
         raise ValueError(f"learning_rate = {learning_rate} must be > 0")
     h, basis = hessian_range(hessian, range_rtol)
     if discrete:
-        _check_stability(h, learning_rate)
+        check_learning_rate(float(h.max()), learning_rate)
     c_r = basis.T @ noise_cov @ basis
     sig_r = batch_factor * learning_rate * c_r / _denominator(h, learning_rate, discrete)
     return basis @ sig_r @ basis.T, h, basis
@@ -255,78 +249,175 @@ def layered_covariance(
     exact when ``∇²L`` is quadratic in ``u`` (depth 2, quartic loss), second-order accurate for
     deeper networks.
     """
-    if method not in METHODS:
-        raise ValueError(f"method = {method!r}: expected one of {METHODS}")
-    if learning_rate <= 0:
-        raise ValueError(f"learning_rate = {learning_rate} must be > 0")
-    theta = np.asarray(theta, dtype=float)
-    inputs = np.asarray(inputs, dtype=float)
-    targets = np.asarray(targets, dtype=float)
-    f_s = batch_factor(batch_size, inputs.shape[0], sampling)
-    exact = sampling != "epoch_shuffle"
-    hess = nw.hessian(theta, shapes, inputs, targets)
-    c_full = nw.noise_covariance(theta, shapes, inputs, targets)
-    h, basis, _ = live_range(theta, shapes, hess, range_rtol=range_rtol, dead_rtol=dead_rtol)
-    c_r = basis.T @ c_full @ basis
-    discrete = method != "continuum"
-    if discrete:
-        _check_stability(h, learning_rate)
-    sig_r = _solve_in_basis(c_r, h, learning_rate, f_s, discrete)
-    h_diag = np.diag(h)
-
-    def result(sig: Array, iters: int, res: float, conv: bool, evals: Array, vb: Array) -> Any:
-        cov = vb @ sig @ vb.T
-        if not np.all(np.isfinite(cov)):
-            raise FloatingPointError(f"method {method!r} produced non-finite values")
-        return LayeredCovariance(
-            cov=0.5 * (cov + cov.T),
-            method=method,
-            iterations=iters,
-            residual=res,
-            converged=conv,
-            hessian_eigenvalues=evals,
-            range_basis=basis,
-            batch_factor=f_s,
-            sampling_exact=exact,
-        )
-
-    if method in ("continuum", "discrete"):
-        res = _residual(_lhs(sig_r, h_diag, learning_rate, discrete), f_s * learning_rate * c_r)
-        return result(sig_r, 0, res, True, h, basis)
-
+    problem = StationaryProblem.linearized(
+        theta,
+        shapes,
+        inputs,
+        targets,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        sampling=sampling,
+        range_rtol=range_rtol,
+        dead_rtol=dead_rtol,
+    )
+    if method not in RANGE_METHODS:
+        raise ConfigError(f"method = {method!r} is not allowed: expected one of {RANGE_METHODS}")
+    options: dict[str, Any] = {}
     if method == "multiplicative":
-        jac_r = nw.per_sample_jacobians(theta, shapes, inputs) @ basis  # (P, N_o, d_r)
+        options = {"tol": tol, "max_iterations": max_iterations}
+    elif method == "renormalized":
+        options = {
+            "rng": rng,
+            "renorm_iterations": renorm_iterations,
+            "renorm_tol": renorm_tol,
+            "n_monte_carlo": n_monte_carlo,
+        }
+    return cast(LayeredCovariance, stationary_covariance(problem, method=method, **options))
 
-        def bracket(s: Array) -> Array:
-            k_term, mean_term = gauss_newton_variance(s, jac_r)
-            return np.asarray(c_r + k_term - mean_term)
 
-        converged = False
-        it = 0
-        for it in range(1, max_iterations + 1):  # noqa: B007
-            new = _solve_in_basis(bracket(sig_r), h, learning_rate, f_s)
-            if not np.all(np.isfinite(new)) or float(np.linalg.norm(new)) > 1e12 * max(
-                float(np.linalg.norm(sig_r)), 1e-300
-            ):
-                raise FloatingPointError(
-                    "multiplicative fixed point diverges: SGD is not mean-square stable at "
-                    f"learning_rate = {learning_rate}"
-                )
-            change = np.linalg.norm(new - sig_r) / max(float(np.linalg.norm(new)), 1e-300)
-            sig_r = new
-            if change < tol:
-                converged = True
-                break
-        res = _residual(
-            _lhs(sig_r, h_diag, learning_rate, True), f_s * learning_rate * bracket(sig_r)
+# ------------------------------------------------------------------------------------------
+# the range methods, registered in the theory's front door (sgdfluct.theory.problem.METHODS)
+# ------------------------------------------------------------------------------------------
+
+
+def _range_solution(
+    problem: StationaryProblem,
+    method: str,
+    sig: Array,
+    iterations: int,
+    residual: float,
+    converged: bool,
+    evals: Array,
+    vb: Array,
+) -> LayeredCovariance:
+    cov = vb @ sig @ vb.T
+    if not np.all(np.isfinite(cov)):
+        raise FloatingPointError(f"method {method!r} produced non-finite values")
+    return LayeredCovariance(
+        cov=0.5 * (cov + cov.T),
+        method=method,
+        iterations=iterations,
+        residual=residual,
+        converged=converged,
+        hessian_eigenvalues=evals,
+        range_basis=problem.range_basis,
+        batch_factor=problem.batch_factor,
+        sampling_exact=problem.sampling_exact,
+    )
+
+
+def _closed_form(problem: StationaryProblem, method: str, discrete: bool) -> LayeredCovariance:
+    h, basis, eta, f_s = (
+        problem.range_eigenvalues,
+        problem.range_basis,
+        problem.learning_rate,
+        problem.batch_factor,
+    )
+    if discrete:
+        check_learning_rate(float(h.max()), eta)
+    c_r = basis.T @ problem.noise_cov @ basis
+    sig_r = _solve_in_basis(c_r, h, eta, f_s, discrete)
+    res = _residual(_lhs(sig_r, np.diag(h), eta, discrete), f_s * eta * c_r)
+    return _range_solution(problem, method, sig_r, 0, res, True, h, basis)
+
+
+@METHODS.register("continuum")
+def _continuum(problem: StationaryProblem) -> LayeredCovariance:
+    """``H Σ + Σ H = f_S η C`` on range(H) (docs/theory.md §5, §8)."""
+    return _closed_form(problem, "continuum", discrete=False)
+
+
+@METHODS.register("discrete")
+def _discrete(problem: StationaryProblem) -> LayeredCovariance:
+    """``H Σ + Σ H − η H Σ H = f_S η C`` on range(H) (docs/theory.md §8a)."""
+    return _closed_form(problem, "discrete", discrete=True)
+
+
+def _jacobians(problem: StationaryProblem) -> Array:
+    """Per-sample Jacobians of the outputs, shape (P, N_o, d)."""
+    if problem.theta is None:
+        # single layer: f = W x, J_mu = I_{N_o} ⊗ x_mu^T (row-major vec)
+        n_out = problem.shapes[0][0]
+        eye = np.eye(n_out)
+        return np.asarray(
+            np.einsum("oq,pi->poqi", eye, problem.inputs).reshape(
+                problem.inputs.shape[0], n_out, -1
+            )
         )
-        return result(sig_r, it, res, converged, h, basis)
+    return np.asarray(nw.per_sample_jacobians(problem.theta, problem.shapes, problem.inputs))
 
-    # renormalized
+
+@METHODS.register("multiplicative")
+def _multiplicative(
+    problem: StationaryProblem, *, tol: float = 1e-10, max_iterations: int = 1000
+) -> LayeredCovariance:
+    """Discrete equation plus ``K(Σ) − H̄ Σ H̄`` from per-sample Gauss–Newton matrices, solved by
+    fixed-point iteration (docs/theory.md §8a)."""
+    h, basis, eta, f_s = (
+        problem.range_eigenvalues,
+        problem.range_basis,
+        problem.learning_rate,
+        problem.batch_factor,
+    )
+    check_learning_rate(float(h.max()), eta)
+    c_r = basis.T @ problem.noise_cov @ basis
+    sig_r = _solve_in_basis(c_r, h, eta, f_s)
+    jac_r = _jacobians(problem) @ basis  # (P, N_o, d_r)
+
+    def bracket(s: Array) -> Array:
+        k_term, mean_term = gauss_newton_variance(s, jac_r)
+        return np.asarray(c_r + k_term - mean_term)
+
+    converged = False
+    it = 0
+    for it in range(1, max_iterations + 1):  # noqa: B007
+        new = _solve_in_basis(bracket(sig_r), h, eta, f_s)
+        if not np.all(np.isfinite(new)) or float(np.linalg.norm(new)) > 1e12 * max(
+            float(np.linalg.norm(sig_r)), 1e-300
+        ):
+            raise UnstableError(
+                "the multiplicative fixed point diverges: SGD is not mean-square stable at "
+                f"learning_rate = {eta}"
+            )
+        change = np.linalg.norm(new - sig_r) / max(float(np.linalg.norm(new)), 1e-300)
+        sig_r = new
+        if change < tol:
+            converged = True
+            break
+    res = _residual(_lhs(sig_r, np.diag(h), eta, True), f_s * eta * bracket(sig_r))
+    return _range_solution(problem, "multiplicative", sig_r, it, res, converged, h, basis)
+
+
+@METHODS.register("renormalized")
+def _renormalized(
+    problem: StationaryProblem,
+    *,
+    rng: np.random.Generator | None = None,
+    renorm_iterations: int = 4,
+    renorm_tol: float = 1e-3,
+    n_monte_carlo: int = 256,
+) -> LayeredCovariance:
+    """Self-consistent discrete theory with ``H`` and ``C`` averaged over ``u ~ N(0, Σ)``,
+    iterated from the discrete solution (docs/theory.md §8a)."""
+    if problem.theta is None or problem.targets is None:
+        raise ConfigError(
+            "method = 'renormalized' needs a linearized problem "
+            "(StationaryProblem.linearized), which carries theta, shapes and targets"
+        )
     if rng is None:
         raise ValueError("method='renormalized' needs an explicit rng (numpy.random.Generator)")
     if n_monte_carlo < 1:
         raise ValueError(f"n_monte_carlo = {n_monte_carlo} must be >= 1")
+    theta, shapes, inputs, targets = problem.theta, problem.shapes, problem.inputs, problem.targets
+    hess, c_full = problem.hessian, problem.noise_cov
+    h, basis, eta, f_s = (
+        problem.range_eigenvalues,
+        problem.range_basis,
+        problem.learning_rate,
+        problem.batch_factor,
+    )
+    check_learning_rate(float(h.max()), eta)
+    sig_r = _solve_in_basis(basis.T @ c_full @ basis, h, eta, f_s)
     draws = rng.standard_normal((n_monte_carlo, basis.shape[1]))
 
     def effective(sig_range: Array) -> tuple[Array, Array]:
@@ -355,8 +446,8 @@ def layered_covariance(
         evals, evecs = np.linalg.eigh(0.5 * (h_r + h_r.T))
         if evals[0] <= 0.0:
             raise FloatingPointError("the renormalized Hessian is not positive on range(H)")
-        _check_stability(evals, learning_rate)
-        sig_e = _solve_in_basis(evecs.T @ c_eff_r @ evecs, evals, learning_rate, f_s)
+        check_learning_rate(float(evals.max()), eta)
+        sig_e = _solve_in_basis(evecs.T @ c_eff_r @ evecs, evals, eta, f_s)
         return evecs @ sig_e @ evecs.T, evals, evecs
 
     converged = False
@@ -369,5 +460,5 @@ def layered_covariance(
         sig_r = new
         converged = bool(change < renorm_tol)
     h_r, c_eff_r = effective(sig_r)
-    res = _residual(_lhs(sig_r, h_r, learning_rate, True), f_s * learning_rate * c_eff_r)
-    return result(sig_r, it, res, converged, evals, basis)
+    res = _residual(_lhs(sig_r, h_r, eta, True), f_s * eta * c_eff_r)
+    return _range_solution(problem, "renormalized", sig_r, it, res, converged, evals, basis)

@@ -13,6 +13,8 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import NDArray
 
+from sgdfluct.theory.stability import check_learning_rate
+
 __all__ = [
     "continuum_covariance",
     "discrete_additive_covariance",
@@ -123,17 +125,13 @@ def discrete_additive_covariance(
 
     Raises
     ------
-    ValueError
+    UnstableError
         If ``η λ_max(H) >= 2`` (the deterministic part of the SGD map is unstable).
     """
     h, c = _check_pair(hessian, noise_cov)
     _check_scalars(learning_rate, batch_factor)
     evals, evecs = _positive_eigh(h)
-    if learning_rate * evals[-1] >= 2.0:
-        raise ValueError(
-            f"learning_rate={learning_rate} is unstable: eta * lambda_max(H) = "
-            f"{learning_rate * evals[-1]:.4g} >= 2 (bound 2/lambda_max = {2 / evals[-1]:.4g})"
-        )
+    check_learning_rate(float(evals[-1]), learning_rate)
     rot = evecs.T @ (batch_factor * learning_rate * 0.5 * (c + c.T)) @ evecs
     den = evals[:, None] + evals[None, :] - learning_rate * np.outer(evals, evals)
     sol = evecs @ (rot / den) @ evecs.T

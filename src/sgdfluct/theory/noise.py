@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from sgdfluct.config import SAMPLING_MODES
 from sgdfluct.networks import least_squares
 
 __all__ = [
@@ -28,7 +29,6 @@ __all__ = [
 
 Array = NDArray[np.float64]
 
-SAMPLING_MODES = ("with_replacement", "without_replacement", "epoch_shuffle")
 
 _EPOCH_SHUFFLE_NOTE = (
     "sampling='epoch_shuffle': successive batches of an epoch are correlated; the "

@@ -24,6 +24,7 @@ __all__ = [
     "NoiseEquilibrium",
     "NullSpaceCheck",
     "check_null_space",
+    "expected_null_dim",
     "imbalance",
     "imbalance_eigenvalues",
     "noise_equilibrium",
@@ -299,3 +300,34 @@ def noise_equilibrium(
         imbalance_eigenvalues=np.asarray(np.linalg.eigvalsh(d)[::-1], dtype=np.float64),
         rank=rank,
     )
+
+
+def expected_null_dim(shapes: Shapes, product_rank: int) -> int | None:
+    """Dimension of ``null(H_theta)`` at a generic minimum whose product has rank ``product_rank``.
+
+    The null space at a minimum is the tangent space of the fiber ``{theta: M(theta) = M*}``
+    (H = J^T H_M J with H_M positive definite; docs/theory.md §8, §8b). Cases with a closed form:
+
+    - every hidden width equals the rank (``N_{h,l} = r``): ``sum_l N_{h,l}^2`` (the symmetry
+      orbit alone);
+    - depth 2 with ``r = min(N_o, N_i) < N_h`` (surplus units): the product map is a submersion
+      onto all ``N_o x N_i`` matrices at a generic point of the fiber, so
+      ``N_h (N_i + N_o) - N_o N_i`` (more than ``N_h^2``: the excess of a rank-deficient point).
+
+    Returns None where no closed form is implemented (then only ``>= sum N_h^2`` is tested).
+
+    Examples
+    --------
+    >>> expected_null_dim([(5, 20), (5, 5)], 5)
+    25
+    >>> expected_null_dim([(3, 6), (2, 3)], 2)
+    12
+    """
+    _check_deep(shapes)
+    widths = [r for r, _ in shapes[:-1]]
+    n_in, n_out = shapes[0][1], shapes[-1][0]
+    if all(w == product_rank for w in widths):
+        return int(sum(w * w for w in widths))
+    if len(shapes) == 2 and product_rank == min(n_in, n_out) < widths[0]:
+        return int(widths[0] * (n_in + n_out) - n_in * n_out)
+    return None
