@@ -21,7 +21,7 @@ def test_toy_input_kind_is_one_function_and_one_registration():
         assert np.array_equal(data.input_cov, np.eye(4))
     finally:
         INPUT_KINDS.unregister("rademacher")
-    with pytest.raises(ConfigError, match="data.inputs = 'rademacher'"):
+    with pytest.raises(ConfigError, match=r"data\.inputs = 'rademacher'"):
         DataConfig(inputs="rademacher")
 
 
