@@ -60,6 +60,9 @@ def _simulate(
         seed=s.seed,
         trajectory_every=trajectory_every,
         progress=progress,
+        engine=s.engine,
+        device=s.device,
+        dtype=s.dtype,
     )
 
 

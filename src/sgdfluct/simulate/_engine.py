@@ -11,12 +11,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sgdfluct import networks
-from sgdfluct.errors import DivergenceError
-from sgdfluct.simulate import _kernels
+from sgdfluct.errors import ConfigError, DivergenceError
+from sgdfluct.simulate import _cpu, _kernels  # noqa: F401  (_cpu registers numpy and numba)
+from sgdfluct.simulate._registry import DEVICES, DTYPES, Problem, get_engine, layer_layout
 from sgdfluct.simulate._sampling import IndexStream, replica_seeds
 from sgdfluct.simulate._stats import StreamingMoments
 
-__all__ = ["DivergenceError", "SimulationResult", "simulate"]
+__all__ = ["DivergenceError", "SimulationResult", "auto_engine", "simulate"]
 
 Array = NDArray[np.float64]
 
@@ -26,7 +27,6 @@ CHUNK_STEPS = 2048
 SNAPSHOT_BYTES = 32 * 2**20
 #: Divergence: |theta - theta0| > GROWTH_BOUND * (1 + |theta0|) in any entry.
 GROWTH_BOUND = 1e6
-ENGINES = ("auto", "numba", "numpy")
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,15 @@ class SimulationResult:
     final : ndarray (R, d)
         Weights after the last step.
     engine : str
-        ``"numba"`` or ``"numpy"``.
+        The registered engine that ran (``"numba"``, ``"numpy"``, ``"torch"``, ...; never
+        ``"auto"``).
     seconds : float
         Wall time of the run.
+    device : str
+        The device that ran the steps (``"cpu"``, ``"cuda:0"``, ...).
+    dtype : str
+        The engine's floating-point type (``"float64"`` or ``"float32"``); the statistics are
+        accumulated in float64 either way.
     diverged : bool
         Always False (divergence raises :class:`DivergenceError`); kept for the result contract.
     """
@@ -83,6 +89,8 @@ class SimulationResult:
     final: Array
     engine: str
     seconds: float
+    device: str = "cpu"
+    dtype: str = "float64"
     diverged: bool = False
 
 
@@ -129,13 +137,22 @@ AUTO_NUMPY_LAYER_SIZE = 2000
 AUTO_NUMPY_REPLICAS = 8
 
 
-def _auto_engine(shapes: Sequence[tuple[int, int]], replicas: int) -> str:
+def auto_engine(
+    shapes: Sequence[tuple[int, int]], replicas: int, device: str = "auto", dtype: str = "float64"
+) -> str:
+    """The engine ``engine="auto"`` runs: ``"torch"`` for ``device="cuda"`` or float32, else
+    numba when importable, except NumPy for wide deep nets with many replicas."""
+    if device == "cuda" or dtype == "float32":
+        return "torch"
     if not _kernels.HAVE_NUMBA:
         return "numpy"
     wide = max(r * c for r, c in shapes) >= AUTO_NUMPY_LAYER_SIZE
     if len(shapes) >= 2 and wide and replicas >= AUTO_NUMPY_REPLICAS:
         return "numpy"
     return "numba"
+
+
+_auto_engine = auto_engine  # the earlier private name
 
 
 def simulate(
@@ -156,6 +173,8 @@ def simulate(
     trajectory_every: int | None = None,
     progress: bool = False,
     engine: str = "auto",
+    device: str = "auto",
+    dtype: str = "float64",
     chunk_steps: int = CHUNK_STEPS,
 ) -> SimulationResult:
     """Run ``replicas`` independent SGD chains and return their stationary statistics.
@@ -194,9 +213,15 @@ def simulate(
         Also return ``theta_k`` for ``k = 0, trajectory_every, ... <= steps``.
     progress : bool
         Show a tqdm progress bar.
-    engine : {"auto", "numba", "numpy"}
-        ``"auto"``: numba when importable, except NumPy for depth >= 2 with a layer of >= 2000
-        weights and >= 8 replicas (faster there, see benchmarks/README.md).
+    engine : str
+        A registered engine (``"numba"``, ``"numpy"``, ``"torch"``, or one added with
+        :func:`sgdfluct.simulate.register_engine`) or ``"auto"``: torch for ``device="cuda"`` or
+        float32; otherwise numba when importable, except NumPy for depth >= 2 with a layer of
+        >= 2000 weights and >= 8 replicas (faster there, see benchmarks/README.md).
+    device : {"auto", "cpu", "cuda"}
+        Where the engine runs (``"cuda"``: torch only; ``"auto"``: CUDA when torch sees one).
+    dtype : {"float64", "float32"}
+        The engine's arithmetic (float32: torch only). Statistics are float64 regardless.
     chunk_steps : int
         Steps per kernel call (results do not depend on it; for tests and tuning).
 
@@ -250,13 +275,14 @@ def simulate(
         raise ValueError("need replicas * n_batches >= 2 for standard errors")
     if trajectory_every is not None:
         trajectory_every = _check_int("trajectory_every", trajectory_every, 1)
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if device not in DEVICES:
+        raise ConfigError(f"device = {device!r} is not allowed: expected one of {DEVICES}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype = {dtype!r} is not allowed: expected one of {DTYPES}")
     if engine == "auto":
-        engine = _auto_engine(shapes, replicas)
-    if engine == "numba" and not _kernels.HAVE_NUMBA:
-        raise ValueError("engine='numba' requested but numba is not importable")
-    kernel = _kernels.numba_chunk if engine == "numba" else _kernels.numpy_chunk
+        engine = auto_engine(shapes, replicas, device, dtype)
+    eng = get_engine(engine)
+    eng.check(device, dtype)
 
     th0 = np.asarray(theta0, dtype=np.float64)
     if th0.shape == (d,):
@@ -265,12 +291,10 @@ def simulate(
         raise ValueError(f"theta0 must have shape ({d},) or ({replicas}, {d}), got {th0.shape}")
     if not np.isfinite(th0).all():
         raise ValueError("theta0 has non-finite entries")
-    theta = np.array(th0, dtype=np.float64, order="C")
-    th0 = theta.copy()
-
-    rows = np.array([r for r, _ in shapes], dtype=np.int64)
-    cols = np.array([c for _, c in shapes], dtype=np.int64)
-    off = np.concatenate([[0], np.cumsum(rows * cols)[:-1]]).astype(np.int64)
+    th0 = np.array(th0, dtype=np.float64, order="C")
+    rows, cols, off = layer_layout(shapes)
+    problem = Problem(x, y, tuple(shapes), rows, cols, off, float(learning_rate))
+    stepper = eng.start(problem, th0, device, dtype)
     stream = IndexStream(x.shape[0], batch_size, sampling, replica_seeds(seed, replicas))
 
     traj_steps = None if trajectory_every is None else np.arange(0, steps + 1, trajectory_every)
@@ -286,7 +310,7 @@ def simulate(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, unit="step", desc=f"SGD x{replicas} ({engine})")
+        bar = tqdm(total=steps, unit="step", desc=f"SGD x{replicas} ({engine}, {stepper.device})")
     k = 0  # steps done
     try:
         while k < steps:
@@ -311,8 +335,8 @@ def simulate(
             else:
                 tsel = np.empty(0, dtype=np.int64)
             snap_at = np.unique(np.concatenate(wanted)).astype(np.int64)
-            out = np.empty((replicas, snap_at.size, d))
-            kernel(theta, x, y, idx, float(learning_rate), rows, cols, off, snap_at, out)
+            out = stepper.advance(idx, snap_at)
+            theta = stepper.weights()
             _divergence(theta, th0, end, shapes, x, y, learning_rate)
             if rec.size:
                 if stats is None:
@@ -345,7 +369,9 @@ def simulate(
         n_records=n_records,
         trajectory=traj,
         trajectory_steps=traj_steps,
-        final=theta,
+        final=stepper.weights(),
         engine=engine,
         seconds=time.perf_counter() - t_start,
+        device=stepper.device,
+        dtype=stepper.dtype,
     )
