@@ -48,7 +48,15 @@ def _check_ratio(ratio: float, *, below_one: bool = False) -> None:
 
 
 def marchenko_pastur_support(ratio: float, scale: float = 1.0) -> tuple[float, float]:
-    """Edges ``scale (1 ± sqrt q)^2`` of the MP bulk."""
+    """Edges ``scale (1 ± sqrt q)^2`` of the MP bulk (docs/theory.md §7).
+
+    Examples
+    --------
+    >>> from sgdfluct.theory.spectra import marchenko_pastur_support
+    >>> lo, hi = marchenko_pastur_support(0.25)
+    >>> print(f"{lo:.4f} {hi:.4f}")
+    0.2500 2.2500
+    """
     _check_ratio(ratio)
     return scale * (1 - np.sqrt(ratio)) ** 2, scale * (1 + np.sqrt(ratio)) ** 2
 
@@ -65,6 +73,15 @@ def marchenko_pastur_density(x: ArrayLike, ratio: float, scale: float = 1.0) -> 
         not included in the density.
     scale : float
         Population variance (``H_x`` of inputs with covariance ``scale * I``).
+
+    Examples
+    --------
+    Zero outside the bulk ``[0.25, 2.25]`` of ``q = 1/4``:
+
+    >>> import numpy as np
+    >>> from sgdfluct.theory.spectra import marchenko_pastur_density
+    >>> print(np.round(marchenko_pastur_density([0.1, 1.0, 2.0], 0.25), 4))
+    [0.     0.6164 0.2105]
     """
     lo, hi = marchenko_pastur_support(ratio, scale)
     lam = np.asarray(x, dtype=float) / scale
@@ -83,6 +100,18 @@ def marchenko_pastur_cdf(x: ArrayLike, ratio: float, scale: float = 1.0) -> Arra
     -----
     Integrated numerically with the substitution ``λ = λ- + (λ+ - λ-)(1 - cos θ)/2``, which
     removes the square-root edge singularities (10⁴ θ-nodes; error < 1e-7).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sgdfluct.theory.spectra import marchenko_pastur_cdf
+    >>> print(np.round(marchenko_pastur_cdf([0.0, 1.0, 3.0], 0.25), 4))
+    [0.     0.5534 1.    ]
+
+    For ``q = 2`` half of the mass is the atom at 0:
+
+    >>> print(np.round(marchenko_pastur_cdf([0.0, 1.0, 10.0], 2.0), 4))
+    [0.5    0.6592 1.    ]
     """
     lo, hi = marchenko_pastur_support(ratio, scale)
     theta = np.linspace(0.0, np.pi, 20001)
@@ -161,7 +190,16 @@ def chi2_weighted_mp_stieltjes(
     Solves ``m = 1 / (-z + E_t[t / (1 + q t m)])`` (Silverstein-Bai) by Newton's method on
     ``F(m) = -1/m + E_t[t/(1 + q t m)] - z``, continued from ``Im z = 10 s`` (where the
     fixed-point iteration converges fast) down to the requested ``Im z`` in geometric steps,
-    keeping ``Im m > 0`` (the physical root). ``E_t`` is evaluated in closed form.
+    keeping ``Im m > 0`` (the physical root). ``E_t`` is evaluated in closed form
+    (docs/theory.md §7).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sgdfluct.theory.spectra import chi2_weighted_mp_stieltjes
+    >>> m = chi2_weighted_mp_stieltjes(np.array([0.5 + 1j, 1.0 + 1j]), 0.25, 1.0)
+    >>> print(np.round(m.real, 4), np.round(m.imag, 4))
+    [ 0.1401 -0.1067] [0.7506 0.7157]
     """
     _check_ratio(ratio, below_one=True)
     if not weight_scale > 0:
@@ -227,6 +265,13 @@ def generalized_mp_density(
         As in :func:`chi2_weighted_mp_stieltjes`.
     eps : float, optional
         Imaginary part ``ε`` (default ``1e-7 s``): the density is smoothed on that scale.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sgdfluct.theory.spectra import generalized_mp_density
+    >>> print(np.round(generalized_mp_density(np.array([0.5, 1.0, 2.0]), 0.25, 1.0), 4))
+    [0.7025 0.3686 0.1446]
     """
     lam = np.asarray(x, dtype=float)
     e = 1e-7 * weight_scale if eps is None else eps
@@ -248,6 +293,15 @@ def generalized_mp_cdf(
     The density is evaluated on a grid uniform in ``sqrt(λ)`` over ``[0, 60 s (1 + sqrt q)^2]``
     and integrated by the trapezoid rule; the result is normalized by the integral over the grid
     (the mass beyond it is < 1e-6 for ``q <= 0.99``).
+
+    Examples
+    --------
+    Unlike MP, the law has no gap at 0 and a long tail:
+
+    >>> import numpy as np
+    >>> from sgdfluct.theory.spectra import generalized_mp_cdf
+    >>> print(np.round(generalized_mp_cdf(np.array([0.25, 1.0, 2.25]), 0.25, 1.0), 4))
+    [0.1564 0.6294 0.8971]
     """
     hi = 60 * weight_scale * (1 + np.sqrt(ratio)) ** 2
     grid = np.linspace(0, np.sqrt(hi), grid_size) ** 2
@@ -264,7 +318,19 @@ def generalized_mp_cdf(
 
 
 def ks_distance(eigenvalues: ArrayLike, cdf: Callable[[Array], Array]) -> float:
-    """Kolmogorov-Smirnov distance ``sup |F_emp - F|`` of an empirical spectrum to a law."""
+    """Kolmogorov-Smirnov distance ``sup |F_emp - F|`` of an empirical spectrum to a law.
+
+    Examples
+    --------
+    ``H_x`` of whitened Gaussian inputs (``q = 1/4``) against Marchenko-Pastur (docs/theory.md §7):
+
+    >>> import numpy as np
+    >>> from sgdfluct.theory.spectra import ks_distance, marchenko_pastur_cdf
+    >>> x = np.random.default_rng(0).standard_normal((800, 200))
+    >>> ev = np.linalg.eigvalsh(x.T @ x / 800)
+    >>> print(f"{ks_distance(ev, lambda v: marchenko_pastur_cdf(v, 0.25)):.3f}")
+    0.015
+    """
     ev = np.sort(np.asarray(eigenvalues, dtype=float).ravel())
     import scipy.stats
 
@@ -272,7 +338,14 @@ def ks_distance(eigenvalues: ArrayLike, cdf: Callable[[Array], Array]) -> float:
 
 
 def normalized_spectrum(eigenvalues: ArrayLike) -> Array:
-    """Eigenvalues divided by their mean (shape, not scale)."""
+    """Eigenvalues divided by their mean (shape, not scale).
+
+    Examples
+    --------
+    >>> from sgdfluct.theory.spectra import normalized_spectrum
+    >>> print(normalized_spectrum([1.0, 2.0, 3.0]))
+    [0.5 1.  1.5]
+    """
     ev = np.asarray(eigenvalues, dtype=float).ravel()
     mean = ev.mean()
     if not mean > 0:
@@ -281,17 +354,51 @@ def normalized_spectrum(eigenvalues: ArrayLike) -> Array:
 
 
 def normalized_variance(eigenvalues: ArrayLike) -> float:
-    """``var / mean^2`` of a spectrum (≈ q for MP, ≈ 3q for the chi^2_1-weighted law)."""
+    """``var / mean^2`` of a spectrum (≈ q for MP, ≈ 3q for the chi^2_1-weighted law).
+
+    Examples
+    --------
+    With ``q = 1/4``: ``H_x`` gives ≈ q and ``C_0 = (1/P) sum_mu t_mu x_mu x_mu^T`` with weights
+    ``t ~ chi^2_1`` gives ≈ 3q (docs/theory.md §7):
+
+    >>> import numpy as np
+    >>> from sgdfluct.theory.spectra import normalized_variance
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((800, 200))
+    >>> t = rng.standard_normal(800) ** 2
+    >>> print(f"{normalized_variance(np.linalg.eigvalsh(x.T @ x / 800)):.3f}")
+    0.246
+    >>> print(f"{normalized_variance(np.linalg.eigvalsh((x * t[:, None]).T @ x / 800)):.3f}")
+    0.667
+    """
     return float(np.var(normalized_spectrum(eigenvalues)))
 
 
 def coefficient_of_variation(values: ArrayLike) -> float:
-    """``std / mean`` (population std)."""
+    """``std / mean`` (population std).
+
+    Examples
+    --------
+    >>> from sgdfluct.theory.spectra import coefficient_of_variation
+    >>> print(f"{coefficient_of_variation([1.0, 2.0, 3.0]):.4f}")
+    0.4082
+    """
     return float(np.sqrt(normalized_variance(values)))
 
 
 def spectral_distance(a: ArrayLike, b: ArrayLike) -> float:
-    """Wasserstein-1 distance between two mean-normalized spectra."""
+    """Wasserstein-1 distance between two mean-normalized spectra.
+
+    Examples
+    --------
+    Blind to scale, sensitive to shape:
+
+    >>> from sgdfluct.theory.spectra import spectral_distance
+    >>> print(f"{spectral_distance([1.0, 2.0, 3.0], [2.0, 4.0, 6.0]):.4f}")
+    0.0000
+    >>> print(f"{spectral_distance([1.0, 1.0, 4.0], [2.0, 2.0, 2.0]):.4f}")
+    0.6667
+    """
     import scipy.stats
 
     return float(scipy.stats.wasserstein_distance(normalized_spectrum(a), normalized_spectrum(b)))
@@ -308,6 +415,14 @@ def curvature_along_eigenvectors(hessian: Array, cov: Array) -> tuple[Array, Arr
     -------
     (variances, curvatures) : ((d,) array, (d,) array)
         Sorted by decreasing variance.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sgdfluct.theory.spectra import curvature_along_eigenvectors
+    >>> var, curv = curvature_along_eigenvectors(np.diag([1.0, 2.0, 3.0]), np.diag([0.3, 0.2, 0.1]))
+    >>> print(np.round(var, 4), np.round(curv, 4))
+    [0.3 0.2 0.1] [1. 2. 3.]
     """
     evals, evecs = np.linalg.eigh(0.5 * (np.asarray(cov, float) + np.asarray(cov, float).T))
     order = np.argsort(evals)[::-1]
@@ -351,7 +466,19 @@ class SingleLayerSpectra:
 
 
 def single_layer_spectra(hessian: Array, noise_cov: Array, cov: Array) -> SingleLayerSpectra:
-    """Spectra and shape statistics of ``H``, ``C_0`` and ``Σ``; all (d, d) arrays."""
+    """Spectra and shape statistics of ``H``, ``C_0`` and ``Σ``; all (d, d) arrays.
+
+    Examples
+    --------
+    With ``C_0 ∝ H`` the two normalized spectra coincide (docs/theory.md §7):
+
+    >>> import numpy as np
+    >>> from sgdfluct.theory.spectra import single_layer_spectra
+    >>> h = np.diag([1.0, 2.0, 3.0])
+    >>> res = single_layer_spectra(h, 0.5 * h, np.diag([0.3, 0.2, 0.1]))
+    >>> print(f"{res.distance:.4f} {res.hessian_cv:.4f} {res.curvature_variance_spearman:.1f}")
+    0.0000 0.4082 -1.0
+    """
     he = np.asarray(np.linalg.eigvalsh(hessian), dtype=np.float64)
     ce = np.asarray(np.linalg.eigvalsh(noise_cov), dtype=np.float64)
     se = np.asarray(np.linalg.eigvalsh(cov), dtype=np.float64)
