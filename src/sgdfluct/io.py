@@ -1,41 +1,142 @@
-"""Atomic file output: write to a temporary file in the same folder, then ``os.replace``.
+"""Output files and folders that can be neither mixed nor lost.
 
-A reader (or a resumed sweep) therefore sees either the old file or the complete new one, never a
-partial file.
+Files are written atomically: to a temporary file in the same folder, then ``os.replace``, so a
+reader (or a resumed sweep) sees either the old file or the complete new one, never a partial one.
+
+Folders are *claimed* (:func:`claim_output_dir`): a lock keeps a second process out, a folder that
+holds something else is refused (an earlier run only with ``overwrite=True``), the work happens in
+a temporary folder next to the target, and the finished folder replaces the target in one rename.
+A run killed at any point therefore leaves either the old folder untouched or the new one
+complete; its temporary folder is removed by the next claim of the same target.
+
+Every file and folder gets the user's umask (``tempfile`` creates them private, 0600 / 0700), so
+colleagues sharing a results folder can read them.
+
+Test hook: with ``SGDFLUCT_TEST_PAUSE_WRITES=<seconds>`` in the environment, every write step
+(each atomic file and the final rename of a claimed folder) sleeps that long first, and
+``SGDFLUCT_TEST_PAUSE_MARKER=<file>`` gets one line per step; fault-injection tests kill the
+process in these windows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
+import fcntl
 import json
 import os
+import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sgdfluct.errors import OutputError
+
 __all__ = [
+    "MARKER",
     "atomic_path",
     "atomic_save_figure",
     "atomic_write_dataset",
     "atomic_write_json",
     "atomic_write_text",
+    "check_writable_file",
+    "claim_output_dir",
+    "folder_lock",
+    "output_kind",
+    "prepare_output_dir",
+    "require_finite",
     "to_jsonable",
+    "umask",
 ]
+
+#: file marking a folder as an sgdfluct output: ``{"kind": "run" | "sweep" | ..., "version"}``
+MARKER = ".sgdfluct-output.json"
+#: files whose presence marks a folder as an sgdfluct output written before the marker existed
+_LEGACY_SIGNS = {
+    "run": ("summary.json", "config.toml", "result.nc"),
+    "sweep": ("cells.json", "sweep.nc"),
+    "reproduce": ("claims.json", "report.md", "report.html", "sweeps"),
+}
+PAUSE_ENV = "SGDFLUCT_TEST_PAUSE_WRITES"
+PAUSE_MARKER_ENV = "SGDFLUCT_TEST_PAUSE_MARKER"
+_TMP_TAG = ".tmp-"
+_OLD_TAG = ".old-"
+
+
+# --------------------------------------------------------------------------------------------------
+# permissions, test hook
+# --------------------------------------------------------------------------------------------------
+
+
+def umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):  # pragma: no cover - non-Linux
+        pass
+    mask = os.umask(0o022)  # pragma: no cover
+    os.umask(mask)  # pragma: no cover
+    return mask  # pragma: no cover
+
+
+def _share(path: Path, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have (0666/0777 minus the umask)."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+
+
+def _pause(step: str) -> None:
+    """Fault-injection hook (see the module docstring); a no-op unless the variable is set."""
+    seconds = os.environ.get(PAUSE_ENV)
+    if not seconds:
+        return
+    marker = os.environ.get(PAUSE_MARKER_ENV)
+    if marker:
+        with open(marker, "a") as fh:
+            fh.write(f"{os.getpid()} {step}\n")
+    time.sleep(float(seconds))
+
+
+# --------------------------------------------------------------------------------------------------
+# atomic files
+# --------------------------------------------------------------------------------------------------
+
+
+def _output_error(path: Path, exc: OSError, doing: str) -> OutputError:
+    reason = exc.strerror or str(exc)
+    return OutputError(f"cannot {doing} {str(path)!r}: {reason}")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it onto ``path``."""
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``.
+
+    Raises
+    ------
+    OutputError
+        If the folder cannot be created or written (the message names the path).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _output_error(path, exc, "write") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _share(tmp_path)
+        _pause(f"write {path.name}")
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -43,9 +144,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -66,6 +167,39 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def _non_finite(obj: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of the non-finite numbers in a nested mapping/list (None is not a number)."""
+    if isinstance(obj, dict):
+        return [k for key, v in obj.items() for k in _non_finite(v, f"{prefix}{key}.")]
+    if isinstance(obj, list | tuple):
+        return [k for i, v in enumerate(obj) for k in _non_finite(v, f"{prefix}{i}.")]
+    if isinstance(obj, np.ndarray) and obj.dtype.kind in "fc":
+        return [] if np.isfinite(obj).all() else [prefix.rstrip(".")]
+    if isinstance(obj, float | np.floating) and not np.isfinite(obj):
+        return [prefix.rstrip(".")]
+    return []
+
+
+def require_finite(summary: Any, what: str = "the run") -> None:
+    """Refuse to report non-finite metrics (JSON would turn them into ``null`` silently).
+
+    Raises
+    ------
+    MeasurementError
+        Naming the metrics that are NaN or infinite.
+    """
+    from sgdfluct.errors import MeasurementError
+
+    bad = _non_finite(summary)
+    if bad:
+        shown = ", ".join(bad[:6]) + (f" and {len(bad) - 6} more" if len(bad) > 6 else "")
+        raise MeasurementError(
+            f"{what} produced non-finite metrics ({shown}): the numbers overflow or are "
+            "undefined for this config (e.g. a huge data.label_noise); nothing was written. "
+            "Rescale the problem (smaller data.label_noise or inputs) and run again"
+        )
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON atomically (numpy values converted, NaN/inf -> null)."""
     atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
@@ -84,3 +218,287 @@ def atomic_save_figure(figure: Any, path: str | Path, **kwargs: Any) -> None:
     kwargs.setdefault("bbox_inches", "tight")
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
+
+
+def check_writable_file(path: str | Path) -> None:
+    """Check, before computing, that ``path`` can be written (creates its folder).
+
+    Raises
+    ------
+    OutputError
+        If the path is a folder, or its folder cannot be created or written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"output file {str(path)!r} is a folder: expected a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
+    except OSError as exc:
+        raise _output_error(path, exc, "write") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+# --------------------------------------------------------------------------------------------------
+# folders: lock, recognize, claim
+# --------------------------------------------------------------------------------------------------
+
+
+def _resolve(out_dir: str | Path) -> Path:
+    out = Path(out_dir).expanduser()
+    out = Path(os.path.abspath(out))
+    if out.parent == out:
+        raise OutputError(f"output folder {str(out)!r} is a file system root: give a sub-folder")
+    return out
+
+
+@contextlib.contextmanager
+def folder_lock(out_dir: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on the output folder ``out_dir`` (which need not exist yet).
+
+    The lock is ``.<name>.lock`` beside the folder (an ``flock``, released by the kernel if the
+    process dies), so the folder itself can be replaced by a rename while it is held. Yields the
+    absolute folder path.
+
+    Raises
+    ------
+    OutputError
+        If another process holds the lock, or the parent folder cannot be created or written.
+    """
+    out = _resolve(out_dir)
+    lock_path = out.parent / f".{out.name}.lock"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _output_error(out.parent, exc, "create the folder") from None
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise _output_error(out, exc, "write into the folder of") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise OutputError(
+                    f"output folder {str(out)!r} is being written by another sgdfluct process "
+                    f"(lock {str(lock_path)!r}): wait for it to finish or use another --out folder"
+                ) from None
+            raise _output_error(lock_path, exc, "lock") from None
+        # the holder before us may have removed the file after unlocking: lock the live file
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        yield out
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def output_kind(folder: str | Path) -> str | None:
+    """What an existing folder holds: ``"empty"``, an sgdfluct output kind (``"run"``,
+    ``"sweep"``, ``"reproduce"``, ``"probe"``), ``"other"`` (files sgdfluct did not write), or
+    None if it does not exist.
+
+    Raises
+    ------
+    OutputError
+        If the path exists but is not a folder, or cannot be listed.
+    """
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return None
+    if not folder.is_dir():
+        raise OutputError(f"output folder {str(folder)!r} is a file: expected a folder")
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError as exc:
+        raise _output_error(folder, exc, "read the folder") from None
+    if not names:
+        return "empty"
+    if MARKER in names:
+        try:
+            kind = json.loads((folder / MARKER).read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        if isinstance(kind, str):
+            return kind
+    for kind, signs in _LEGACY_SIGNS.items():
+        if any(s in names for s in signs):
+            return kind
+    return "other"
+
+
+def _write_marker(folder: Path, kind: str) -> None:
+    from sgdfluct._version import __version__
+
+    atomic_write_json(folder / MARKER, {"kind": kind, "version": __version__, "pid": os.getpid()})
+
+
+def _refuse(out: Path, kind: str, held: str | None, overwrite: bool) -> None:
+    """Raise unless ``out`` (holding ``held``) may be written as a ``kind`` output."""
+    if held in (None, "empty"):
+        return
+    if held == "other":
+        raise OutputError(
+            f"output folder {str(out)!r} holds files that sgdfluct did not write: refusing to "
+            "touch them (also with --overwrite); give an empty or new --out folder"
+        )
+    cwd = Path.cwd().resolve()
+    if overwrite and (cwd == out.resolve() or out.resolve() in cwd.parents):
+        raise OutputError(
+            f"output folder {str(out)!r} is the current folder or contains it: cannot replace it"
+        )
+    if not overwrite:
+        what = f"an earlier {held}" if held == kind else f"the output of a {held}"
+        raise OutputError(
+            f"output folder {str(out)!r} already holds {what}: use --overwrite to replace it, "
+            "or another --out folder"
+        )
+
+
+def _remove_stale(out: Path) -> None:
+    """Remove temporary folders of earlier, killed claims of ``out`` (call with the lock held)."""
+    for prefix in (f".{out.name}{_TMP_TAG}", f".{out.name}{_OLD_TAG}"):
+        for entry in out.parent.glob(f"{_glob_escape(prefix)}*"):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` with glob metacharacters escaped."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OutputError(f"cannot replace {str(b)!r}: {os.strerror(err)}")
+
+
+def _commit(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` in place of ``out`` in one step."""
+    _pause(f"commit {out.name}")
+    try:
+        if output_kind(out) in (None, "empty"):
+            os.rename(tmp, out)  # replaces an empty folder atomically
+            return
+        if _exchange(tmp, out):
+            shutil.rmtree(tmp, ignore_errors=True)  # now holds the old content
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}{_OLD_TAG}", dir=out.parent))
+        os.rename(out, old / "old")
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise _output_error(out, exc, "move the finished output into") from None
+
+
+@contextlib.contextmanager
+def claim_output_dir(
+    out_dir: str | Path, *, kind: str = "run", overwrite: bool = False
+) -> Iterator[Path]:
+    """Claim ``out_dir`` for one output and yield a temporary folder to fill.
+
+    On normal exit the temporary folder replaces ``out_dir`` in one rename; on an exception it
+    is removed and ``out_dir`` is untouched. Everything that can be checked is checked before
+    the caller computes anything: the lock, what the folder holds, writability.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The final output folder.
+    kind : str
+        What is written (``"run"``, ``"probe"``): recorded in the folder's marker file.
+    overwrite : bool
+        Replace a folder holding an earlier sgdfluct output. A folder holding other files is
+        refused regardless.
+
+    Raises
+    ------
+    OutputError
+        Another process writes the folder; it holds another output (and not ``overwrite``) or
+        foreign files; it or its parent cannot be written.
+    """
+    with folder_lock(out_dir) as out:
+        _remove_stale(out)
+        _refuse(out, kind, output_kind(out), overwrite)
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{_TMP_TAG}", dir=out.parent))
+        except OSError as exc:
+            raise _output_error(out.parent, exc, "write into") from None
+        try:
+            _share(tmp, directory=True)
+            _write_marker(tmp, kind)
+            yield tmp
+            _commit(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare_output_dir(out: Path, *, kind: str, overwrite: bool) -> None:
+    """Make the locked folder ``out`` ready for an in-place, resumable output (sweep, reproduce).
+
+    A new or empty folder is created and marked; one holding an earlier output of the same
+    ``kind`` is kept (resume) or, with ``overwrite``, emptied; anything else is refused. Call it
+    inside :func:`folder_lock`.
+
+    Raises
+    ------
+    OutputError
+        As :func:`claim_output_dir`.
+    """
+    held = output_kind(out)
+    if held == kind and not overwrite:
+        return
+    _refuse(out, kind, held, overwrite)
+    try:
+        if held not in (None, "empty"):
+            for entry in list(out.iterdir()):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise _output_error(out, exc, "write into") from None
+    _share(out, directory=True)
+    _write_marker(out, kind)

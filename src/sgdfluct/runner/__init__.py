@@ -28,6 +28,7 @@ from sgdfluct.io import (
     atomic_write_dataset,
     atomic_write_json,
     atomic_write_text,
+    require_finite,
 )
 from sgdfluct.runner._common import FigureMaker, _Outcome
 from sgdfluct.runner._deep import _deep
@@ -46,6 +47,8 @@ def run_experiment(
     progress: bool = False,
     quiet: bool = True,
     figures: bool = True,
+    overwrite: bool = False,
+    claim: bool = True,
 ) -> dict[str, Any]:
     """Run one experiment and write its outputs; return the summary (scalar metrics).
 
@@ -60,8 +63,30 @@ def run_experiment(
         Kept for API symmetry with the CLI (the runner itself prints nothing).
     figures : bool
         Draw the figures (``figures/*.png``).
+    overwrite : bool
+        Replace an earlier run in ``out_dir`` (otherwise such a folder is refused).
+    claim : bool
+        Claim ``out_dir`` first (:func:`sgdfluct.io.claim_output_dir`: lock, refuse a folder
+        holding something else, write into a temporary folder renamed into place at the end) and
+        check the memory estimate. False writes straight into ``out_dir``, for callers that own
+        the folder already (sweep cells are claimed temporary folders).
+
+    Raises
+    ------
+    OutputError
+        ``out_dir`` is locked by another process, holds another output, or cannot be written
+        (checked before computing).
+    MeasurementError
+        A metric came out non-finite (e.g. overflow at huge label noise).
     """
     del quiet
+    if claim:
+        from sgdfluct.config import check_resources
+        from sgdfluct.io import claim_output_dir
+
+        check_resources(config)
+        with claim_output_dir(out_dir, kind="run", overwrite=overwrite) as tmp:
+            return run_experiment(config, tmp, progress=progress, figures=figures, claim=False)
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,6 +117,7 @@ def run_experiment(
         "timing": timing,
         "machine": platform.node(),
     }
+    require_finite(summary)
     atomic_write_json(out / "summary.json", summary)
     return summary
 
@@ -99,7 +125,7 @@ def run_experiment(
 def run_experiment_without_figures(config: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
     """:func:`run_experiment` without figures: the cell function of the reproduction's sweeps,
     which draw their own summary figures (drawing is most of a small run's time)."""
-    return run_experiment(config, out_dir, figures=False)
+    return run_experiment(config, out_dir, figures=False, claim=False)
 
 
 def _test_loss_metrics(
