@@ -20,6 +20,7 @@ __all__ = [
     "forward",
     "gradient",
     "gradient_flow",
+    "gradient_flow_start",
     "hessian",
     "layer_index",
     "least_squares",
@@ -29,6 +30,7 @@ __all__ = [
     "per_sample_gradients",
     "per_sample_jacobians",
     "product",
+    "random_start",
     "unflatten",
 ]
 
@@ -260,3 +262,67 @@ def gradient_flow(
     if not sol.success:
         raise RuntimeError(f"gradient flow failed: {sol.message}")
     return np.asarray(sol.y[:, -1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Starting points (docs/theory.md §8b); appended by the science issue
+# ----------------------------------------------------------------------------------------------
+def random_start(shapes: Shapes, *, replicas: int = 1, scale: float = 1.0, seed: int = 0) -> Array:
+    """I.i.d. Gaussian starts ``W_l ~ N(0, scale^2 / fan_in)``, one draw per replica (§8b).
+
+    Parameters
+    ----------
+    shapes : sequence of (rows, cols)
+        ``fan_in`` of ``W_l`` is its number of columns.
+    replicas : int
+        Number of independent starts.
+    scale : float
+        Standard-deviation factor (> 0).
+    seed : int
+        Root of ``SeedSequence(seed)``; replica ``r`` uses its ``r``-th spawned child, so a
+        replica's start does not depend on how many replicas are drawn.
+
+    Returns
+    -------
+    (replicas, d) array
+
+    Examples
+    --------
+    >>> random_start([(3, 6), (2, 3)], replicas=2, seed=0).shape
+    (2, 24)
+    """
+    if int(replicas) < 1:
+        raise ValueError(f"replicas = {replicas!r}: expected an integer >= 1")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale = {scale!r}: expected a finite number > 0")
+    out = np.empty((int(replicas), n_params(shapes)))
+    for r, child in enumerate(np.random.SeedSequence(int(seed)).spawn(int(replicas))):
+        rng = np.random.default_rng(child)
+        out[r] = flatten(
+            [rng.normal(0.0, scale / np.sqrt(cols), size=(rows, cols)) for rows, cols in shapes]
+        )
+    return out
+
+
+def gradient_flow_start(
+    inputs: Array,
+    targets: Array,
+    shapes: Shapes,
+    *,
+    replicas: int = 1,
+    scale: float = 1.0,
+    seed: int = 0,
+    time: float = 1e4,
+) -> Array:
+    """Gradient flow from every replica's :func:`random_start` (§8b).
+
+    Gradient flow conserves the imbalances ``W_l W_l^T - W_{l+1}^T W_{l+1}``, so each replica
+    lands on the minimum manifold at its start's imbalance. ``time`` is in units of the loss
+    (the slowest mode decays like ``exp(-h_min t)``).
+
+    Returns
+    -------
+    (replicas, d) array
+    """
+    starts = random_start(shapes, replicas=replicas, scale=scale, seed=seed)
+    return np.stack([gradient_flow(s, shapes, inputs, targets, time=time) for s in starts])

@@ -68,21 +68,76 @@ def _trajectory_every(config: ExperimentConfig, shapes: list[tuple[int, int]]) -
     return int(every)
 
 
+def _starts(config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]]) -> Array:
+    """Start of every replica, (R, d), by ``init.kind`` (docs/theory.md §8b)."""
+    kind, init, replicas = config.init_kind, config.init, config.sgd.replicas
+    if kind == "random":
+        return networks.random_start(shapes, replicas=replicas, scale=init.scale, seed=init.seed)
+    if kind == "gradient_flow":
+        return networks.gradient_flow_start(
+            data.inputs, data.targets, shapes, replicas=replicas, scale=init.scale, seed=init.seed
+        )
+    if kind == "balanced_minimum":
+        theta = networks.balanced_minimum(data.inputs, data.targets, shapes)
+        return np.broadcast_to(theta, (replicas, theta.size)).copy()
+    raise ConfigError(
+        f"init.kind = {kind!r} is not allowed at model.depth = {len(shapes)}: expected one of "
+        "'auto', 'random', 'balanced_minimum', 'gradient_flow'"
+    )
+
+
+def _null_space_block(
+    theta: Array, shapes: list[tuple[int, int]], x: Array, y: Array, point: str
+) -> dict[str, Any]:
+    """Null spaces of H and C at a minimum against the closed-form dimension (§8, §8b)."""
+    from sgdfluct.theory.symmetry import check_null_space, expected_null_dim
+
+    null = check_null_space(theta, shapes, x, y)
+    # the product SGD can reach: rank of the least-squares solution, capped by the narrowest layer
+    w_star = networks.least_squares(x, y)
+    sv = np.linalg.svd(w_star, compute_uv=False)
+    rank_ls = int(np.sum(sv > 1e-8 * sv[0])) if sv.size and sv[0] > 0 else 0
+    target_rank = min([rank_ls] + [r for r, _ in shapes[:-1]])
+    generic = expected_null_dim(shapes, target_rank)
+    return {
+        "symmetry_dim": null.expected_dim,
+        "expected_dim": generic,
+        "expected_dim_note": None
+        if generic is not None
+        else "no closed form for this shape: only >= sum N_h^2 is tested",
+        "null_dim_hessian": null.null_dim_hessian,
+        "null_dim_noise": null.null_dim_noise,
+        "symmetry_rank": null.symmetry_rank,
+        "product_rank": null.product_rank,
+        "rank_deficient": null.rank_deficient,
+        "spans": bool(null.spans_null_space),
+        "symmetry_in_null_hessian": null.symmetry_in_null_hessian,
+        "point": point,
+    }
+
+
 def _deep(
     config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]], progress: bool
 ) -> _Outcome:
     from sgdfluct.analysis.alignment import hidden_gram_eigenvalues, measure_layered_covariance
+    from sgdfluct.analysis.saturation import saturation_gate, surplus_unit_decay
     from sgdfluct.plotting import two_layer as plot_two
     from sgdfluct.theory.layered import layered_covariance
     from sgdfluct.theory.noise import sampling_note
-    from sgdfluct.theory.symmetry import check_null_space, imbalance_eigenvalues
+    from sgdfluct.theory.symmetry import imbalance_eigenvalues
 
     x, y = data.inputs, data.targets
     s = config.sgd
-    theta0 = networks.balanced_minimum(x, y, shapes)
+    theta_start = _starts(config, data, shapes)
     sim = _simulate(
-        config, data, shapes, theta0, progress, trajectory_every=_trajectory_every(config, shapes)
+        config,
+        data,
+        shapes,
+        theta_start,
+        progress,
+        trajectory_every=_trajectory_every(config, shapes),
     )
+    gate = saturation_gate(sim.trajectory, sim.trajectory_steps, shapes, x, y)
     try:
         meas = measure_layered_covariance(
             sim.trajectory,
@@ -92,6 +147,7 @@ def _deep(
             y,
             learning_rate=s.learning_rate,
             window_factor=config.analysis.window_factor,
+            burn_in_step=gate.step,
         )
     except ValueError as exc:  # too few quasi-stationary windows: a config problem
         raise ConfigError(
@@ -144,20 +200,22 @@ def _deep(
     summary["rel_error_continuum"] = max(v["rel_error_continuum"] for v in layers.values())
     summary["theory_converged"] = {m: bool(t.converged) for m, t in theories.items()}
 
-    # the null-space dimension is a property of exact minima (the window mean is only near one)
-    null = check_null_space(theta0, shapes, x, y)
-    summary["null_space"] = {
-        "expected_dim": null.expected_dim,
-        "null_dim_hessian": null.null_dim_hessian,
-        "null_dim_noise": null.null_dim_noise,
-        "symmetry_rank": null.symmetry_rank,
-        "rank_deficient": null.rank_deficient,
-        "spans": bool(null.spans_null_space),
-        "symmetry_in_null_hessian": null.symmetry_in_null_hessian,
-        "point": "balanced minimum",
+    summary["init"] = {
+        "kind": config.init_kind,
+        "scale": config.init.scale,
+        "seed": config.init.seed,
     }
+    summary["saturation"] = gate.to_summary()
+    # the null-space dimension is a property of exact minima (the window mean is only near one):
+    # the minimum SGD reached = gradient flow from the window mean (it keeps the imbalance);
+    # the constructed point = the balanced minimum (zero-padded surplus units)
+    reached = networks.gradient_flow(theta_ref, shapes, x, y)
+    summary["null_space"] = _null_space_block(reached, shapes, x, y, "reached minimum")
+    summary["null_space_constructed"] = _null_space_block(
+        networks.balanced_minimum(x, y, shapes), shapes, x, y, "balanced minimum (constructed)"
+    )
     imbalance = imbalance_eigenvalues(sim.trajectory, shapes)  # (R, T, L - 1, N_h)
-    summary.update(_equilibrium_metrics(config, data, shapes, imbalance, meas))
+    summary.update(_equilibrium_metrics(config, data, shapes, imbalance, gate))
 
     ivfr_rng = np.random.default_rng(np.random.SeedSequence([s.seed, config.data.seed, 13]))
     ivfr_sim = _ivfr(
@@ -169,10 +227,16 @@ def _deep(
     summary["ivfr_theory"] = _ivfr_block(ivfr_theory)
     if single is not None:
         summary["ivfr_single_layer_same_data"] = _ivfr_block(_IVFR(results={1: single}, skipped={}))
-    gram = hidden_gram_eigenvalues(sim.trajectory[:, -1, :], shapes)  # (R, L - 1, N_h)
-    final_gram = gram.mean(axis=0)
+    gram_traj = hidden_gram_eigenvalues(sim.trajectory, shapes)  # (R, T, L - 1, N_h)
+    final_gram = gram_traj[:, -1].mean(axis=0)
     summary["dead_hidden_units"] = int(
         np.sum(final_gram < DEAD_UNIT_RTOL * final_gram.max(axis=-1, keepdims=True))
+    )
+    summary["surplus_units"] = surplus_unit_decay(
+        np.asarray(sim.trajectory_steps),
+        gram_traj,
+        summary["null_space"]["product_rank"],
+        dead_rtol=DEAD_UNIT_RTOL,
     )
     summary["ivfr_continuum"] = _ivfr_block(
         _ivfr(theories["continuum"].cov, theta_ref, shapes, data, config, ivfr_rng)
@@ -223,6 +287,17 @@ def _deep(
         summary=summary,
         figures=figures,
         extra={
+            "theta_start": xr.DataArray(
+                np.asarray(theta_start, dtype=float),
+                dims=("replica", "param"),
+                attrs={"meaning": f"weights at step 0 (init.kind = {config.init_kind!r})"},
+            ),
+            "hidden_gram_eigenvalues": xr.DataArray(
+                gram_traj.mean(axis=0),
+                dims=("step", "hidden_layer", "hidden_unit"),
+                coords={"step": steps, "hidden_layer": np.arange(1, len(shapes))},
+                attrs={"meaning": "eigenvalues of W_l W_l^T + W_(l+1)^T W_(l+1), replica mean"},
+            ),
             "weight_cov_discrete_additive": xr.DataArray(
                 theories["discrete"].cov, dims=("param", "param_b")
             ),
@@ -244,7 +319,7 @@ def _equilibrium_metrics(
     data: Dataset,
     shapes: list[tuple[int, int]],
     imbalance: Array,
-    meas: Any,
+    gate: Any,
 ) -> dict[str, Any]:
     """Predicted (noise equilibrium, depth 2) vs measured imbalance eigenvalues."""
     from sgdfluct.theory.symmetry import noise_equilibrium
@@ -263,6 +338,6 @@ def _equilibrium_metrics(
         "rel_error": float(
             np.linalg.norm(final - predicted) / max(float(np.linalg.norm(predicted)), 1e-300)
         ),
-        "saturated": bool(meas.saturation.saturated) if meas.saturation is not None else None,
+        "saturated": bool(gate.saturated),
     }
     return out

@@ -212,6 +212,21 @@ def dead_unit_directions(theta: Array, shapes: Shapes, dead_rtol: float = 1e-2) 
     return np.asarray(q[:, keep])
 
 
+def _without_dead_units(theta: Array, shapes: Shapes, dead_rtol: float) -> Array:
+    """``theta`` with every dead hidden unit (as in :func:`dead_unit_directions`) set to zero."""
+    weights = [w.copy() for w in nw.unflatten(np.asarray(theta, dtype=float), shapes)]
+    for l in range(len(shapes) - 1):
+        w_l, w_n = weights[l], weights[l + 1]
+        evals, evecs = np.linalg.eigh(w_l @ w_l.T + w_n.T @ w_n)
+        top = max(float(evals[-1]), 0.0)
+        dead = evecs[:, evals <= dead_rtol * top] if top > 0 else evecs
+        if dead.shape[1]:
+            keep = np.eye(dead.shape[0]) - dead @ dead.T
+            weights[l] = keep @ w_l
+            weights[l + 1] = w_n @ keep
+    return nw.flatten(weights)
+
+
 def live_range(
     theta: Array,
     shapes: Shapes,
@@ -238,8 +253,16 @@ def live_range(
     if len(shapes) < 2:
         h, v = hessian_range(hessian, range_rtol)
         return h, v, 0
+    # the symmetry generators at the point with its dead units removed: at a nearly dead unit
+    # (Gram eigenvalue eps > 0) the generators that mix it with live units have O(eps) parts
+    # outside the dead-unit span, which a rank-revealing tolerance would count as extra excluded
+    # dimensions (seen from random starts, where surplus units decay but stay nonzero)
     excl = np.concatenate(
-        [symmetry_basis(theta, shapes), dead_unit_directions(theta, shapes, dead_rtol)], axis=1
+        [
+            symmetry_basis(_without_dead_units(theta, shapes, dead_rtol), shapes),
+            dead_unit_directions(theta, shapes, dead_rtol),
+        ],
+        axis=1,
     )
     u, sv, _ = np.linalg.svd(excl, full_matrices=False)
     excl = u[:, sv > 1e-8 * sv[0]] if sv.size and sv[0] > 0 else u[:, :0]
