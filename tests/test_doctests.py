@@ -16,7 +16,9 @@ import pytest
 
 #: modules whose docstring examples are run (append yours; keep each example fast, < 1 s)
 DOCTEST_MODULES: tuple[str, ...] = (
+    "sgdfluct.landscape",
     "sgdfluct.registry",
+    "sgdfluct.theory.detailed_balance",
     "sgdfluct.theory.spectra",
 )
 

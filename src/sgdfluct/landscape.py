@@ -139,7 +139,20 @@ def fluctuation_directions(
 
     Notes
     -----
-    ``Σ_ll = sum_i sigma_i^2 p_i p_i^T`` with ``Σ_ll`` the ``(layer, layer)`` block of ``cov``.
+    ``Σ_ll = sum_i sigma_i^2 p_i p_i^T`` with ``Σ_ll`` the ``(layer, layer)`` block of ``cov``
+    (docs/theory.md §9).
+
+    Examples
+    --------
+    Layer 1 holds parameters 0-2; its zero-variance direction is dropped:
+
+    >>> import numpy as np
+    >>> from sgdfluct.landscape import fluctuation_directions
+    >>> cov = np.diag([4.0, 1.0, 0.0, 2.0, 0.5])
+    >>> d = fluctuation_directions(cov, np.array([1, 1, 1, 2, 2]), 1)
+    >>> print(d.variances, d.n_dropped, np.abs(d.directions))
+    [4. 1.] 1 [[1. 0. 0.]
+     [0. 1. 0.]]
     """
     cov = _check_square("cov", cov)
     layer_idx = np.asarray(layer_idx)
@@ -188,6 +201,16 @@ def window_covariances(trajectories: Array, n_windows: int) -> Array:
     -----
     Window ``w`` holds steps ``[w T_w, (w+1) T_w)`` with ``T_w = T // W`` (a remainder is
     discarded); its covariance is ``(1/(R T_w - 1)) sum (u - ū)(u - ū)^T``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sgdfluct.landscape import window_covariances
+    >>> rng = np.random.default_rng(0)
+    >>> traj = rng.standard_normal((2, 1000, 3)) * np.array([1.0, 2.0, 3.0])  # (R, T, d)
+    >>> covs = window_covariances(traj, 4)
+    >>> print(covs.shape, np.round(np.diag(covs.mean(axis=0)), 1))
+    (4, 3, 3) [1.  3.8 9. ]
     """
     traj = np.asarray(trajectories, dtype=float)
     if traj.ndim != 3:
@@ -263,7 +286,15 @@ class QuadraticProfiles:
 
 
 def embed_direction(direction: Array, indices: NDArray[np.int64], n_params: int) -> Array:
-    """Embed a layer direction (d_l,) into the full parameter space (d,), zero elsewhere."""
+    """Embed a layer direction (d_l,) into the full parameter space (d,), zero elsewhere.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sgdfluct.landscape import embed_direction
+    >>> print(embed_direction(np.array([0.6, 0.8]), np.array([1, 3]), 4))
+    [0.  0.6 0.  0.8]
+    """
     full = np.zeros(n_params)
     full[np.asarray(indices)] = direction
     return full
@@ -341,6 +372,27 @@ def quadratic_profiles(
     A linear network's output is linear in each single layer's weights, so along a direction
     confined to one layer the loss is exactly ``L_0 + g s + k s^2 / 2`` with ``g = p^T ∇L`` and
     ``k = p^T H_ll p`` (``H_ll`` the layer block of the exact Hessian, SPEC §9).
+
+    Examples
+    --------
+    At the least-squares minimum of a single layer the slopes vanish and the profile is exact:
+
+    >>> import numpy as np
+    >>> from sgdfluct import networks
+    >>> from sgdfluct.landscape import (
+    ...     embed_direction, fluctuation_directions, loss_profile, quadratic_profiles)
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((50, 3))
+    >>> y = x @ np.array([[1.0], [0.5], [-1.0]]) + 0.3 * rng.standard_normal((50, 1))
+    >>> theta = networks.least_squares(x, y).ravel()
+    >>> dirs = fluctuation_directions(np.diag([3.0, 2.0, 1.0]), np.array([1, 1, 1]), 1)
+    >>> prof = quadratic_profiles(theta, [(1, 3)], x, y, dirs)
+    >>> print(bool(np.allclose(prof.slopes, 0.0, atol=1e-12)), np.round(prof.curvatures, 3))
+    True [1.263 0.696 0.809]
+    >>> s = np.array([-0.5, 0.0, 0.5])
+    >>> p1 = embed_direction(dirs.directions[0], dirs.indices, 3)
+    >>> bool(np.allclose(loss_profile(theta, [(1, 3)], x, y, p1, s), prof(s)[0]))
+    True
     """
     loss0, grad, hess = _layer_derivatives(theta_ref, shapes, inputs, targets, directions.indices)
     p = directions.directions
@@ -375,7 +427,17 @@ def flatness_quadratic(
     Notes
     -----
     Width of ``{s : L_0 + g s + k s^2 / 2 <= factor L_0}``:
-    ``F = 2 sqrt(g^2 + 2 k (factor - 1) L_0) / k``.
+    ``F = 2 sqrt(g^2 + 2 k (factor - 1) L_0) / k`` (docs/theory.md §9).
+
+    Examples
+    --------
+    Four times the curvature halves the flatness; a slope widens it:
+
+    >>> import numpy as np
+    >>> from sgdfluct.landscape import flatness_quadratic
+    >>> f = flatness_quadratic(1.0, np.array([0.0, 0.0, 1.0]), np.array([1.0, 4.0, 4.0]))
+    >>> print(np.round(f, 4), f"{2 * np.sqrt(2 * (np.e - 1)):.4f}")
+    [3.7076 1.8538 1.92  ] 3.7076
     """
     if not factor > 1.0:
         raise ValueError(f"factor = {factor} is out of range: expected factor > 1")
@@ -420,6 +482,14 @@ def flatness_numeric(
     -----
     For a quasi-convex profile (e.g. a linear network along one layer) the sub-level set
     ``{s : L(s) <= factor L_0}`` is the interval ``[s_-, s_+]``.
+
+    Examples
+    --------
+    Agrees with :func:`flatness_quadratic` on a quadratic profile (``L_0 = 1``, ``k = 4``):
+
+    >>> from sgdfluct.landscape import flatness_numeric
+    >>> print(f"{flatness_numeric(lambda s: 1.0 + 0.5 * 4.0 * s**2):.6f}")
+    1.853797
     """
     if not factor > 1.0:
         raise ValueError(f"factor = {factor} is out of range: expected factor > 1")
@@ -486,6 +556,16 @@ def spearman(x: Array, y: Array, *, tie_rtol: float = TIE_RTOL) -> tuple[float, 
     (rho, p_value) : (float, float)
         ``(nan, nan)`` when either input is constant (the rank correlation is undefined); the
         callers document that case.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sgdfluct.landscape import spearman
+    >>> rho, _ = spearman(np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 9.0, 7.0, 1.0]))
+    >>> print(rho)
+    -1.0
+    >>> spearman(np.array([1.0, 2.0, 3.0]), np.array([5.0, 5.0, 5.0]))
+    (nan, nan)
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -607,6 +687,17 @@ def fit_ivfr(
 
     The bootstrap resamples directions with replacement (after ``replicate``) and refits; the
     interval is the percentile interval of the replicates.
+
+    Examples
+    --------
+    An exact power law ``F ∝ sigma^{-1}`` (variance larger where sharper) gives ``psi = 1``:
+
+    >>> import numpy as np
+    >>> from sgdfluct.landscape import fit_ivfr
+    >>> var = np.array([1.0, 2.0, 4.0, 8.0])
+    >>> fit = fit_ivfr(var, 3.0 / np.sqrt(var), bootstrap=200, rng=0)
+    >>> print(f"{fit.psi:.4f} [{fit.psi_ci[0]:.4f}, {fit.psi_ci[1]:.4f}] r = {fit.pearson_r:.4f}")
+    1.0000 [1.0000, 1.0000] r = -1.0000
     """
     var, flat = _validate_fit_inputs(variances, flatness)
     if bootstrap < 1:
@@ -886,6 +977,27 @@ def ivfr_analysis(
     ----------
     Feng & Tu, PNAS 118 (2021) e2015617118; Gross, Raulf & Räth, Phys. Rev. Research 6, 033103
     (2024), arXiv:2311.14120.
+
+    Examples
+    --------
+    A single layer at its minimum (``g = 0``, so ``F ∝ k^{-1/2}``): a covariance equal to ``H``
+    puts the variance along sharp directions (``k_i = sigma_i^2``, ``psi = +1``); one equal to
+    ``H^{-1}`` puts it along flat ones (``psi = -1``):
+
+    >>> import numpy as np
+    >>> from sgdfluct import networks
+    >>> from sgdfluct.landscape import ivfr_analysis
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((200, 4)) * np.array([0.5, 1.0, 1.5, 2.0])
+    >>> y = x @ rng.standard_normal((4, 1)) + 0.5 * rng.standard_normal((200, 1))
+    >>> theta = networks.least_squares(x, y).ravel()
+    >>> h = networks.hessian(theta, [(1, 4)], x, y)
+    >>> res = ivfr_analysis(h, theta, [(1, 4)], x, y, bootstrap=100, rng=0)[1]
+    >>> print(f"{res.psi:.3f} {res.spearman:.1f} {res.spearman_curvature:.1f}", res.ivfr_holds)
+    1.000 -1.0 1.0 True
+    >>> res = ivfr_analysis(np.linalg.inv(h), theta, [(1, 4)], x, y, bootstrap=100, rng=0)[1]
+    >>> print(f"{res.psi:.3f}", res.ivfr_holds)
+    -1.000 False
     """
     cov = _check_square("cov", cov)
     theta_ref = np.asarray(theta_ref, dtype=float)
@@ -935,6 +1047,19 @@ def ivfr_summary(results: Mapping[int, IVFRResult]) -> dict[str, Any]:
     dict
         ``{"ivfr": {"layer_1": {"psi", "psi_ci": [lo, hi], "spearman", "spearman_curvature",
         "n_directions", ...}, ...}}``; undefined (NaN) values become ``None`` (JSON null).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sgdfluct.landscape import ivfr_analysis, ivfr_summary
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((100, 3))
+    >>> y = x @ np.ones((3, 1)) + rng.standard_normal((100, 1))
+    >>> theta = np.linalg.lstsq(x, y, rcond=None)[0].ravel()
+    >>> block = ivfr_summary(ivfr_analysis(np.diag([3.0, 2.0, 1.0]), theta, [(1, 3)], x, y,
+    ...                                    bootstrap=10, rng=0))
+    >>> sorted(block["ivfr"]["layer_1"])[:4]
+    ['curvature_cv', 'hessian_cv', 'n_directions', 'n_dropped']
     """
     block: dict[str, Any] = {}
     for layer in sorted(results):
