@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xarray as xr
 
 from sgdfluct import networks
-from sgdfluct._version import __version__
-from sgdfluct.config import ExperimentConfig, config_to_toml
+from sgdfluct.config import ExperimentConfig
 from sgdfluct.data import Dataset, make_dataset
 from sgdfluct.io import (
     atomic_save_figure,
@@ -30,11 +28,12 @@ from sgdfluct.io import (
     atomic_write_text,
     require_finite,
 )
+from sgdfluct.results import DeepRun, RunResult, SingleLayerRun
 from sgdfluct.runner._common import FigureMaker, _Outcome
 from sgdfluct.runner._deep import _deep
 from sgdfluct.runner._single import _single_layer
 
-__all__ = ["N_TEST", "run_experiment", "run_experiment_without_figures"]
+__all__ = ["N_TEST", "compute", "present", "run_experiment", "run_experiment_without_figures"]
 
 #: size of the independent test set used for the test loss (claim 7, double descent)
 N_TEST = 2000
@@ -87,9 +86,25 @@ def run_experiment(
         check_resources(config)
         with claim_output_dir(out_dir, kind="run", overwrite=overwrite) as tmp:
             return run_experiment(config, tmp, progress=progress, figures=figures, claim=False)
+    result = compute(config, progress=progress)
+    return present(result, out_dir, figures=figures)
+
+
+def compute(config: ExperimentConfig, *, progress: bool = False) -> RunResult:
+    """Compute one experiment (no files): simulation, theory and analysis as a typed result.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    progress : bool
+        Show a progress bar for the simulation.
+
+    Returns
+    -------
+    SingleLayerRun or DeepRun
+        Its ``to_summary()`` and ``to_dataset()`` are ``summary.json`` and ``result.nc``.
+    """
     start = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data = make_dataset(config.data, n_test=N_TEST)
     shapes = config.layer_shapes()
     if config.model.depth == 1:
@@ -97,27 +112,49 @@ def run_experiment(
     else:
         outcome = _deep(config, data, shapes, progress)
     outcome.summary.update(_test_loss_metrics(config, data, shapes, outcome))
-
-    toml_text = config_to_toml(config, header=f"resolved config, sgdfluct {__version__}")
-    atomic_write_text(out / "config.toml", toml_text)
-    atomic_write_dataset(out / "result.nc", _dataset(config, data, shapes, outcome, toml_text))
-    if figures:
-        _draw(outcome.figures, out / "figures")
+    metrics = dict(outcome.summary)
     # wall-clock facts live apart from the metrics: sweeps leave them out of sweep.nc so that
     # results do not depend on the machine or the number of workers
     timing = {
         "runtime_seconds": time.perf_counter() - start,
-        "simulation_seconds": outcome.summary.pop("simulation_seconds", None),
+        "simulation_seconds": metrics.pop("simulation_seconds", None),
     }
-    summary = {
-        "version": __version__,
-        "depth": config.model.depth,
-        "n_params": networks.n_params(shapes),
-        **outcome.summary,
-        "timing": timing,
-        "machine": platform.node(),
-    }
-    require_finite(summary)
+    metrics["machine"] = platform.node()
+    cls = SingleLayerRun if config.model.depth == 1 else DeepRun
+    return cls(
+        config=config,
+        data=data,
+        theta_ref=outcome.theta_ref,
+        mean_sim=outcome.mean_sim,
+        cov_sim=outcome.cov_sim,
+        cov_sim_stderr=outcome.cov_sim_stderr,
+        hessian=outcome.hessian,
+        noise_cov=outcome.noise_cov,
+        cov_continuum=outcome.cov_continuum,
+        cov_discrete=outcome.cov_discrete,
+        metrics=metrics,
+        timing=timing,
+        extra=outcome.extra,
+        figures=outcome.figures,
+    )
+
+
+def present(result: RunResult, out_dir: str | Path, *, figures: bool = True) -> dict[str, Any]:
+    """Write a computed result into ``out_dir``; return the summary.
+
+    ``config.toml``, ``result.nc`` and ``figures/*.png`` first, ``summary.json`` last (its
+    presence marks a finished run). A non-finite metric raises
+    :class:`~sgdfluct.errors.MeasurementError` before anything is written.
+    """
+    out = Path(out_dir)
+    require_finite(result.metrics)  # names every non-finite metric; nothing written on failure
+    summary = result.to_summary()
+    dataset = result.to_dataset()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.toml", dataset.attrs["config"])
+    atomic_write_dataset(out / "result.nc", dataset)
+    if figures:
+        _draw(result.figures, out / "figures")
     atomic_write_json(out / "summary.json", summary)
     return summary
 
@@ -151,47 +188,6 @@ def _test_loss_metrics(
         "test_loss_fluctuation_theory": fluct_theory,
         "test_loss_sgd": ref_loss + fluct_sim,
     }
-
-
-def _dataset(
-    config: ExperimentConfig,
-    data: Dataset,
-    shapes: list[tuple[int, int]],
-    outcome: _Outcome,
-    toml_text: str,
-) -> xr.Dataset:
-    pp = ("param", "param_b")
-    variables = {
-        "inputs": (("sample", "input"), data.inputs),
-        "targets": (("sample", "output"), data.targets),
-        "theta_ref": (("param",), outcome.theta_ref),
-        "weight_mean_sim": (("param",), outcome.mean_sim),
-        "weight_cov_sim": (pp, outcome.cov_sim),
-        "weight_cov_sim_stderr": (pp, outcome.cov_sim_stderr),
-        "hessian": (pp, outcome.hessian),
-        "noise_cov": (pp, outcome.noise_cov),
-        "weight_cov_continuum": (pp, outcome.cov_continuum),
-        "weight_cov_discrete": (pp, outcome.cov_discrete),
-    }
-    layer = networks.layer_index(shapes).astype(np.int32)
-    ds = xr.Dataset(
-        {k: xr.DataArray(np.asarray(v[1], dtype=float), dims=v[0]) for k, v in variables.items()},
-        coords={"layer": ("param", layer), "layer_b": ("param_b", layer)},
-    )
-    for name, array in outcome.extra.items():
-        ds[name] = array
-    ds.attrs.update(
-        {
-            "config": toml_text,
-            "version": __version__,
-            "data_seed": config.data.seed,
-            "sgd_seed": config.sgd.seed,
-            "depth": config.model.depth,
-            "layer_shapes": str(shapes),
-            "parameter_order": "row-major vec(W_1), then vec(W_2), ... (forward order)",
-        }
-    )
-    return ds
 
 
 def _draw(makers: dict[str, FigureMaker], folder: Path) -> None:
