@@ -16,10 +16,16 @@ import pytest
 
 #: modules whose docstring examples are run (append yours; keep each example fast, < 1 s)
 DOCTEST_MODULES: tuple[str, ...] = (
+    "sgdfluct.experiments.verdicts",
     "sgdfluct.landscape",
+    "sgdfluct.networks",
     "sgdfluct.registry",
     "sgdfluct.theory.detailed_balance",
+    "sgdfluct.theory.lyapunov",
+    "sgdfluct.theory.problem",
     "sgdfluct.theory.spectra",
+    "sgdfluct.theory.stability",
+    "sgdfluct.theory.symmetry",
 )
 
 #: NORMALIZE_WHITESPACE: numpy's array printing pads columns; ELLIPSIS: "..." in tracebacks
