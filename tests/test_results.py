@@ -84,7 +84,7 @@ def test_dataset_and_summary_are_views_of_the_same_object(single_run):
 def test_missing_metric_raises_never_nan(single_run):
     with pytest.raises(MetricMissing, match="no_such_metric"):
         single_run.metric("no_such_metric")
-    with pytest.raises(MetricMissing, match="discrete_solver.nope"):
+    with pytest.raises(MetricMissing, match=r"discrete_solver\.nope"):
         single_run.metric("discrete_solver.nope")
 
 
