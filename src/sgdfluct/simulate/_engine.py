@@ -246,6 +246,12 @@ def simulate(
     if y.ndim == 1:
         y = y[:, None]
     y = np.ascontiguousarray(y)
+    for name, array in (("inputs", x), ("targets", y)):
+        if not np.isfinite(array).all():  # bad data, not a divergence of SGD
+            raise ConfigError(
+                f"{name} contain {int(np.sum(~np.isfinite(array)))} non-finite values (NaN or "
+                "inf): expected finite data"
+            )
     if x.ndim != 2 or y.shape[0] != x.shape[0]:
         raise ValueError(f"inputs (P, N_i) and targets (P, N_o) mismatch: {x.shape}, {y.shape}")
     shapes = [(int(r), int(c)) for r, c in shapes]
