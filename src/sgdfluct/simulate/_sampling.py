@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from sgdfluct.config import SAMPLING_MODES
 from sgdfluct.simulate._counter import counter_indices, replica_keys
 
 __all__ = ["BLOCK_STEPS", "SAMPLING_MODES", "IndexStream", "batch_indices", "replica_seeds"]
 
 #: Steps generated per refill of a replica's index buffer (fixed: chunk invariance depends on it).
 BLOCK_STEPS = 512
-SAMPLING_MODES = ("with_replacement", "without_replacement", "epoch_shuffle")
 
 IndexArray = NDArray[np.int64]
 
