@@ -74,7 +74,8 @@ def test_writes_all_three_files(tmp_path: Path) -> None:
     write_report(out, _claims(tmp_path), header=HEADER)
     records = json.loads((out / "claims.json").read_text())
     assert [r["id"] for r in records] == ["claim1_spectra", "claim3_isotropy"]
-    assert all(set(r) == {"id", "statement", "measured", "expected", "verdict"} for r in records)
+    keys = {"id", "statement", "measured", "expected", "verdict", "rule", "rule_history"}
+    assert all(set(r) == keys for r in records)
     assert all(r["verdict"] in VERDICTS for r in records)
     assert records[0]["measured"]["slope"] == {"value": 0.48, "stderr": 0.03}
     assert records[0]["measured"]["bad"] is None  # non-finite -> null, never NaN in JSON
@@ -154,3 +155,29 @@ def test_format_measured() -> None:
     assert format_measured(float("inf")) == "n/a (non-finite)"
     assert config_hash(ExperimentConfig()) == config_hash(ExperimentConfig())
     assert len(config_hash(ExperimentConfig())) == 12
+
+
+def test_rule_history_entries_are_checked_and_rendered(tmp_path):
+    history = [{"date": "2026-11-28", "change": "intervals again", "after_seeing_data": True}]
+    claim = ClaimResult(
+        id="c1",
+        statement="s",
+        expected="e",
+        measured={"x": 1.0},
+        verdict="fails",
+        rule="fails when x > 0",
+        rule_history=history,
+    )
+    write_report(tmp_path / "r", [claim], header=HEADER)
+    record = json.loads((tmp_path / "r" / "claims.json").read_text())[0]
+    assert record["rule"] == "fails when x > 0" and record["rule_history"] == history
+    assert "after seeing data" in (tmp_path / "r" / "report.md").read_text()
+    with pytest.raises(ValueError, match="after_seeing_data"):
+        ClaimResult(
+            id="c2",
+            statement="s",
+            expected="e",
+            measured={},
+            verdict="holds",
+            rule_history=[{"date": "x", "change": "y"}],
+        )

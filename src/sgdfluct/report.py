@@ -10,7 +10,8 @@ Outputs (all written atomically) in ``out_dir``:
   badges, then one section per claim with statement, expectation, measured values with
   uncertainties, verdict, figures and details;
 - ``report.md`` — the same content, figures referenced as relative paths ``figures/<name>``;
-- ``claims.json`` — a list of ``{"id", "statement", "measured", "expected", "verdict"}`` objects,
+- ``claims.json`` — a list of ``{"id", "statement", "measured", "expected", "verdict", "rule",
+  "rule_history"}`` objects,
   ``verdict`` one of ``"holds"``, ``"fails"``, ``"inconclusive"``;
 - ``figures/`` — every figure of a claim, copied there if it lives elsewhere.
 """
@@ -68,6 +69,11 @@ class ClaimResult:
         Figure files (PNG, SVG or JPEG); relative paths are taken relative to the report folder.
     details : str
         Free text (light markdown: paragraphs, ``- `` lists, ``code``) on method and caveats.
+    rule : str
+        The decision rule in words, with its thresholds (written before the measurement).
+    rule_history : sequence of mapping
+        Every change of the rule: ``{"date", "change", "after_seeing_data": bool}`` (empty if
+        the rule never changed).
     """
 
     id: str
@@ -77,6 +83,8 @@ class ClaimResult:
     verdict: str
     figures: Sequence[Path] = field(default_factory=tuple)
     details: str = ""
+    rule: str = ""
+    rule_history: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not _ID_PATTERN.match(self.id):
@@ -95,17 +103,31 @@ class ClaimResult:
                 f"got {type(self.measured).__name__}"
             )
         object.__setattr__(self, "figures", tuple(Path(f) for f in self.figures))
+        history = tuple(dict(h) for h in self.rule_history)
+        for h in history:
+            if set(h) != {"date", "change", "after_seeing_data"} or not isinstance(
+                h["after_seeing_data"], bool
+            ):
+                raise ValueError(
+                    f"ClaimResult.rule_history (claim {self.id}): each entry needs exactly "
+                    "'date', 'change' and a boolean 'after_seeing_data', got "
+                    f"{sorted(h)}"
+                )
+        object.__setattr__(self, "rule_history", history)
         if isinstance(self.measured, Mapping):
             object.__setattr__(self, "measured", dict(self.measured))
 
     def to_json(self) -> dict[str, Any]:
-        """The ``claims.json`` record: id, statement, measured, expected, verdict."""
+        """The ``claims.json`` record: id, statement, measured, expected, verdict, rule and
+        rule_history."""
         return {
             "id": self.id,
             "statement": self.statement,
             "measured": to_jsonable(self.measured),
             "expected": self.expected,
             "verdict": self.verdict,
+            "rule": self.rule,
+            "rule_history": [dict(h) for h in self.rule_history],
         }
 
 
@@ -249,7 +271,15 @@ def _render_markdown(
     lines.append("")
     for c in claims:
         lines += [f"## {c.id}", "", f"**Statement.** {c.statement}", ""]
-        lines += [f"**Expected.** {c.expected}", "", f"**Verdict: {c.verdict}**", ""]
+        lines += [f"**Expected.** {c.expected}", ""]
+        if c.rule:
+            lines += [f"**Rule.** {c.rule}", ""]
+        for h in c.rule_history:
+            seen = "after seeing data" if h["after_seeing_data"] else "before seeing data"
+            lines += [f"- *rule changed {h['date']} ({seen}):* {h['change']}"]
+        if c.rule_history:
+            lines.append("")
+        lines += [f"**Verdict: {c.verdict}**", ""]
         lines += ["**Measured.**", ""]
         rows = _measured_rows(c.measured)
         if len(rows) == 1 and rows[0][0] == "":
@@ -365,6 +395,16 @@ def _render_html(
         parts.append(f'<section id="{e(c.id)}"><h2>{e(c.id)} {_badge(c.verdict)}</h2>')
         parts.append(f"<p><strong>Statement.</strong> {e(c.statement)}</p>")
         parts.append(f"<p><strong>Expected.</strong> {e(c.expected)}</p>")
+        if c.rule:
+            parts.append(f"<p><strong>Rule.</strong> {e(c.rule)}</p>")
+        if c.rule_history:
+            items = "".join(
+                f"<li><em>changed {e(str(h['date']))} "
+                f"({'after' if h['after_seeing_data'] else 'before'} seeing data):</em> "
+                f"{e(str(h['change']))}</li>"
+                for h in c.rule_history
+            )
+            parts.append(f"<ul>{items}</ul>")
         rows = _measured_rows(c.measured)
         if len(rows) == 1 and rows[0][0] == "":
             parts.append(f"<p><strong>Measured.</strong> {e(rows[0][1])}</p>")
