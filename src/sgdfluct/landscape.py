@@ -249,6 +249,15 @@ def window_directions(
     Returns
     -------
     list of FluctuationDirections, one per window
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sgdfluct.landscape import window_covariances, window_directions
+    >>> traj = np.random.default_rng(1).standard_normal((2, 400, 2)) * np.array([2.0, 1.0])
+    >>> dirs = window_directions(window_covariances(traj, 2), np.array([1, 1]), 1)
+    >>> [d.n_directions for d in dirs], [bool(d.variances[0] > 3 * d.variances[1]) for d in dirs]
+    ([2, 2], [True, True])
     """
     covs = np.asarray(window_covs, dtype=float)
     if covs.ndim != 3 or covs.shape[1] != covs.shape[2]:
@@ -324,6 +333,16 @@ def loss_profile(
     Returns
     -------
     (m,) array
+
+    Examples
+    --------
+    A single layer ``f(x) = w x`` with one sample ``x = 1, y = 1``: ``L(w) = (w - 1)^2 / 2``.
+
+    >>> import numpy as np
+    >>> from sgdfluct.landscape import loss_profile
+    >>> x, y = np.ones((1, 1)), np.ones((1, 1))
+    >>> print(loss_profile(np.zeros(1), [(1, 1)], x, y, np.ones(1), np.array([0.0, 1.0, 2.0])))
+    [0.5 0.  0.5]
     """
     theta_ref = np.asarray(theta_ref, dtype=float)
     direction = np.asarray(direction, dtype=float)
