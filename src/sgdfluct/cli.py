@@ -1,18 +1,39 @@
-"""Command line interface: a thin layer over the library (``sgdfluct --help``)."""
+"""Command line interface: a thin layer over the library (``sgdfluct --help``).
+
+Errors are mapped to exit codes in one place (:func:`_guarded`, using
+:func:`sgdfluct.errors.exit_code`):
+
+====  ==================================================================================
+exit  meaning
+====  ==================================================================================
+0     done
+1     a bug in sgdfluct (a traceback; please report it), or a sweep with failed cells
+2     a user mistake: config, measurement too short, output folder (one line, no traceback)
+3     SGD unstable or diverged (the message states the stability bound)
+130   interrupted (Ctrl-C or SIGTERM); finished work is kept, nothing half-written is left
+====  ==================================================================================
+"""
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from sgdfluct._version import __version__
-from sgdfluct.config import ConfigError
+from sgdfluct.errors import ConfigError, SgdfluctError, exit_code
 
-__all__ = ["main"]
+__all__ = ["EXIT_INTERRUPTED", "main"]
+
+#: exit status of an interrupted command (128 + SIGINT, the shell convention)
+EXIT_INTERRUPTED = 130
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _show_progress(quiet: bool) -> bool:
@@ -21,7 +42,7 @@ def _show_progress(quiet: bool) -> bool:
 
 
 def _terminate_as_interrupt() -> None:
-    """Treat SIGTERM like Ctrl-C: a terminated sweep stops its workers and keeps finished cells."""
+    """Treat SIGTERM like Ctrl-C: a terminated command stops its workers and keeps finished work."""
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -29,9 +50,37 @@ def _terminate_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def _guarded(interrupted: str) -> Callable[[F], F]:
+    """Run a command with the one error-to-exit-code mapping of the CLI.
+
+    ``interrupted`` is the message printed on Ctrl-C / SIGTERM (exit 130).
+    """
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            _terminate_as_interrupt()
+            try:
+                return fn(*args, **kwargs)
+            except KeyboardInterrupt:
+                _fail(interrupted, code=EXIT_INTERRUPTED)
+            except SgdfluctError as exc:
+                _fail(str(exc), code=exit_code(exc))
+            except MemoryError:
+                _fail(
+                    "out of memory: the run does not fit in this machine's memory; reduce "
+                    "data.n_in, model.hidden, sgd.replicas or the number of --workers",
+                    code=2,
+                )
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,6 +90,9 @@ def main() -> None:
 
     Simulate SGD, solve the stationary theory, test the inverse variance-flatness relation and
     reproduce arXiv 2311.14120.
+
+    Exit codes: 0 done, 2 bad input or output folder, 3 SGD unstable or diverged, 130
+    interrupted, 1 a bug (please report).
     """
 
 
@@ -51,32 +103,46 @@ _workers = click.option(
     default=None,
     help="Local worker processes (default: number of cores).",
 )
+_overwrite = click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an earlier sgdfluct output in --out (refused otherwise; a folder holding "
+    "other files is always refused).",
+)
+
+
+def _out_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--out",
+        "out_dir",
+        required=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help=help_text,
+    )
+
+
+_config_argument = click.argument(
+    "config_path", metavar="CONFIG.toml", type=click.Path(dir_okay=False, path_type=Path)
+)
 
 
 @main.command()
-@click.argument(
-    "config_path", metavar="CONFIG.toml", type=click.Path(dir_okay=False, path_type=Path)
-)
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder (config.toml, summary.json, result.nc, figures/).",
-)
+@_config_argument
+@_out_option("Output folder (config.toml, summary.json, result.nc, figures/).")
+@_overwrite
 @_quiet
-def run(config_path: Path, out_dir: Path, quiet: bool) -> None:
-    """Run one experiment: simulation, theory, analysis and figures."""
+@_guarded("interrupted; nothing was written to --out (re-run the same command)")
+def run(config_path: Path, out_dir: Path, overwrite: bool, quiet: bool) -> None:
+    """Run one experiment: simulation, theory, analysis and figures.
+
+    The output folder is claimed before anything is computed (a lock; a folder holding another
+    output is refused unless --overwrite) and appears complete, in one rename, at the end.
+    """
     from sgdfluct.config import load_config
     from sgdfluct.runner import run_experiment
 
-    try:
-        config = load_config(config_path)
-        summary = run_experiment(config, out_dir, progress=_show_progress(quiet))
-    except ConfigError as exc:
-        _fail(str(exc))
-    except _science_errors() as exc:
-        _fail(str(exc), code=3)
+    config = load_config(config_path)
+    summary = run_experiment(config, out_dir, progress=_show_progress(quiet), overwrite=overwrite)
     if not quiet:
         click.echo(_headline(summary))
         click.echo(f"results written to {out_dir}")
@@ -84,13 +150,7 @@ def run(config_path: Path, out_dir: Path, quiet: bool) -> None:
 
 @main.command()
 @click.argument("sweep_path", metavar="SWEEP.toml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder (cells/<cell-id>/ and sweep.nc).",
-)
+@_out_option("Output folder (cells/<cell-id>/ and sweep.nc).")
 @_workers
 @click.option(
     "--scheduler",
@@ -98,86 +158,106 @@ def run(config_path: Path, out_dir: Path, quiet: bool) -> None:
     metavar="ADDRESS",
     help="Address of a running Dask scheduler, e.g. tcp://host:8786 (needs sgdfluct[dask]).",
 )
+@_overwrite
 @_quiet
+@_guarded("interrupted; finished cells are kept, re-run the same command to resume")
 def sweep(
-    sweep_path: Path, out_dir: Path, workers: int | None, scheduler: str | None, quiet: bool
+    sweep_path: Path,
+    out_dir: Path,
+    workers: int | None,
+    scheduler: str | None,
+    overwrite: bool,
+    quiet: bool,
 ) -> None:
     """Run a grid of experiments; re-running resumes and computes only missing cells."""
     from sgdfluct.experiments.sweep import SweepIncomplete, load_sweep, run_sweep
 
     if workers is not None and scheduler is not None:
-        _fail("--workers and --scheduler are exclusive: give one of them")
-    _terminate_as_interrupt()
+        raise ConfigError("--workers and --scheduler are exclusive: give one of them")
+    spec = load_sweep(sweep_path)
     try:
-        spec = load_sweep(sweep_path)
         run_sweep(
-            spec, out_dir, workers=workers, scheduler=scheduler, progress=_show_progress(quiet)
+            spec,
+            out_dir,
+            workers=workers,
+            scheduler=scheduler,
+            progress=_show_progress(quiet),
+            overwrite=overwrite,
         )
-    except ConfigError as exc:
-        _fail(str(exc))
     except SweepIncomplete as exc:
-        _fail(str(exc), code=130 if exc.interrupted else 1)
-    except KeyboardInterrupt:
-        _fail("interrupted; finished cells are kept, re-run the same command to resume", code=130)
+        _fail(str(exc), code=EXIT_INTERRUPTED if exc.interrupted else 1)
     if not quiet:
         click.echo(f"sweep complete: {out_dir / 'sweep.nc'}")
 
 
+_SCALES = ("quick", "full", "smoke")
+
+
 @main.command()
-@click.option(
-    "--quick",
-    "scale",
-    flag_value="quick",
-    default=True,
-    help="Small sizes: about 6 minutes on 2 cores (default).",
-)
-@click.option("--full", "scale", flag_value="full", help="Publication scale (hours).")
+@click.option("--quick", is_flag=True, help="Small sizes: about 6 minutes on 2 cores (default).")
+@click.option("--full", is_flag=True, help="Publication scale (hours).")
 @click.option(
     "--smoke",
-    "scale",
-    flag_value="smoke",
+    is_flag=True,
     hidden=True,
     help="Tiny sizes for the test suite (verdicts carry no weight).",
 )
 @_workers
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder (report.html, report.md, claims.json, figures/).",
-)
+@_out_option("Output folder (report.html, report.md, claims.json, figures/).")
 @click.option(
     "--only",
     multiple=True,
     metavar="CLAIM_ID",
-    help="Run only these claims (repeatable); default: all.",
+    help="Run only these claims (repeatable; an id or an id prefix); default: all.",
 )
+@_overwrite
 @_quiet
+@_guarded(
+    "interrupted; finished cells are kept under OUT/sweeps/, re-run the same command to resume"
+)
 def reproduce(
-    scale: str, out_dir: Path, workers: int | None, only: tuple[str, ...], quiet: bool
+    quick: bool,
+    full: bool,
+    smoke: bool,
+    out_dir: Path,
+    workers: int | None,
+    only: tuple[str, ...],
+    overwrite: bool,
+    quiet: bool,
 ) -> None:
     """Test every claim of the paper (SPEC §10) and write a report with measured verdicts."""
+    from sgdfluct.experiments.claims import CLAIMS
     from sgdfluct.experiments.reproduce import reproduce as run_reproduction
     from sgdfluct.experiments.sweep import SweepIncomplete
+    from sgdfluct.io import folder_lock, prepare_output_dir
 
-    _terminate_as_interrupt()
-    try:
-        claims = run_reproduction(
-            out_dir,
-            scale=scale,
-            only=list(only) or None,
-            workers=workers,
-            progress=_show_progress(quiet),
+    chosen = [name for name, flag in zip(_SCALES, (quick, full, smoke), strict=True) if flag]
+    if len(chosen) > 1:
+        raise ConfigError(
+            f"{' and '.join('--' + c for c in chosen)} are exclusive: give at most one scale"
         )
-    except ConfigError as exc:
-        _fail(str(exc))
-    except (KeyboardInterrupt, SweepIncomplete):
-        _fail(
-            "interrupted; finished cells are kept under OUT/sweeps/, re-run the same command "
-            "to resume",
-            code=130,
+    scale = chosen[0] if chosen else "quick"
+    ids = [c.id for c in CLAIMS]
+    unknown = [o for o in only if not any(i.startswith(o) for i in ids)]
+    if unknown:
+        raise ConfigError(
+            f"--only {', '.join(repr(u) for u in unknown)} matches no claim id: expected ids "
+            f"(or prefixes) among {ids}"
         )
+    with folder_lock(out_dir) as out:
+        prepare_output_dir(out, kind="reproduce", overwrite=overwrite)
+        try:
+            claims = run_reproduction(
+                out,
+                scale=scale,
+                only=list(only) or None,
+                workers=workers,
+                progress=_show_progress(quiet),
+            )
+        except SweepIncomplete as exc:
+            if exc.interrupted:
+                raise KeyboardInterrupt from None
+            raise
     if not quiet:
         for claim in claims:
             click.echo(f"{claim.verdict:>12}  {claim.id}: {claim.statement}")
@@ -194,11 +274,13 @@ def reproduce(
     help="JSON file for the results.",
 )
 @_quiet
+@_guarded("interrupted; nothing was written")
 def bench(quick: bool, out_file: Path, quiet: bool) -> None:
     """Measure the SGD engine against a naive PyTorch loop and the machine's GEMM peak."""
     from sgdfluct.bench import run_benchmarks
-    from sgdfluct.io import atomic_write_json
+    from sgdfluct.io import atomic_write_json, check_writable_file
 
+    check_writable_file(out_file)  # before minutes of measuring
     results = run_benchmarks(quick=quick, progress=_show_progress(quiet))
     atomic_write_json(out_file, results)
     if not quiet:
@@ -208,26 +290,24 @@ def bench(quick: bool, out_file: Path, quiet: bool) -> None:
 
 
 @main.command()
-@click.argument(
-    "config_path", metavar="CONFIG.toml", type=click.Path(dir_okay=False, path_type=Path)
-)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@_config_argument
+@_out_option("Output folder (config.toml, summary.json, result.nc, figures/).")
+@_overwrite
 @_quiet
-def probe(config_path: Path, out_dir: Path, quiet: bool) -> None:
+@_guarded("interrupted; nothing was written to --out (re-run the same command)")
+def probe(config_path: Path, out_dir: Path, overwrite: bool, quiet: bool) -> None:
     """Weight fluctuations, noise and the IVFR of a PyTorch model (SPEC §11; `probe` extra)."""
+    from sgdfluct.io import claim_output_dir
+
     try:
         from sgdfluct.probe import run_probe_config
     except ImportError as exc:
-        _fail(
+        raise ConfigError(
             f"sgdfluct probe needs the optional 'probe' extra (torch, scikit-learn): {exc}; "
             "install it with: pip install torch==2.13.0 'sgdfluct[probe]'"
-        )
-        return
-    try:
-        summary = run_probe_config(config_path, out_dir, progress=_show_progress(quiet))
-    except ConfigError as exc:
-        _fail(str(exc))
-        return
+        ) from None
+    with claim_output_dir(out_dir, kind="probe", overwrite=overwrite) as tmp:
+        summary = run_probe_config(config_path, tmp, progress=_show_progress(quiet))
     if not quiet:
         click.echo(f"probe complete: {out_dir} ({summary.get('headline', '')})")
 
@@ -241,24 +321,6 @@ def _bench_line(problem: dict[str, Any]) -> str:
         f"{problem.get('name')}: {problem.get('engine_replica_steps_per_s', 0):.3g} "
         f"replica-steps/s, {speed_text}, {frac_text}"
     )
-
-
-def _science_errors() -> tuple[type[BaseException], ...]:
-    """Errors that carry an explanation for the user (divergence, instability)."""
-    errors: list[type[BaseException]] = []
-    try:
-        from sgdfluct.simulate import DivergenceError
-
-        errors.append(DivergenceError)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from sgdfluct.theory.discrete import UnstableError
-
-        errors.append(UnstableError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors) or (RuntimeError,)
 
 
 def _headline(summary: dict[str, Any]) -> str:

@@ -11,6 +11,9 @@ import functools
 import multiprocessing
 import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -29,8 +32,50 @@ _KILLED = "its worker process died (killed or crashed)"
 _CONNECT_TIMEOUT_S = 30.0  # seconds to wait for a Dask scheduler before giving up
 
 
-def _init_worker(threads: int) -> None:
-    """Worker start-up: leave Ctrl-C to the parent; cap BLAS/OpenMP/numba threads per worker."""
+#: seconds between the worker watchdog's checks that the sweep's main process is alive
+_WATCHDOG_PERIOD_S = 0.5
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(parent_pid: int) -> None:
+    """Make this worker die when the sweep's main process dies, even by SIGKILL.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` fires when the process that forked us exits
+    (the forkserver, which itself exits when the main process is gone). Everywhere: a daemon
+    thread polls the main process and kills this worker once it has disappeared or we were
+    re-parented, so no orphan keeps computing or writing.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import ctypes.util
+
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl
+            pass
+    first_parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(_WATCHDOG_PERIOD_S)
+            try:
+                os.kill(parent_pid, 0)
+                alive = os.getppid() == first_parent
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:  # pragma: no cover - pid reused by another user
+                alive = False
+            if not alive:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="sgdfluct-parent-watchdog", daemon=True).start()
+
+
+def _init_worker(threads: int, parent_pid: int | None = None) -> None:
+    """Worker start-up: die with the parent; leave Ctrl-C to it; cap BLAS/OpenMP/numba threads."""
+    if parent_pid is not None:
+        _die_with(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in _THREAD_ENV:
         os.environ.setdefault(name, str(threads))
@@ -87,7 +132,7 @@ def run_local(
             max_workers=min(workers, len(pending)),
             mp_context=_mp_context(),
             initializer=_init_worker,
-            initargs=(threads,),
+            initargs=(threads, os.getpid()),
         )
         lost: list[Cell] = []
         try:

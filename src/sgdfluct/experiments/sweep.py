@@ -43,7 +43,6 @@ import json
 import os
 import re
 import shutil
-import tomllib
 import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,13 +55,21 @@ import xarray as xr
 from sgdfluct.config import (
     ConfigError,
     ExperimentConfig,
+    check_resources,
     config_from_dict,
     config_to_dict,
     config_to_toml,
     load_config,
+    read_toml,
     with_overrides,
 )
-from sgdfluct.io import atomic_write_dataset, atomic_write_json
+from sgdfluct.io import (
+    apply_umask,
+    atomic_write_dataset,
+    atomic_write_json,
+    folder_lock,
+    prepare_output_dir,
+)
 
 __all__ = [
     "Cell",
@@ -324,14 +331,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         message names the key and the value).
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"sweep file {str(path)!r} does not exist") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    raw, text = read_toml(path, "sweep file")
     unknown = set(raw) - {"base", "grid", "replicates"}
     if unknown:
         raise ConfigError(
@@ -343,9 +343,12 @@ def load_sweep(path: str | Path) -> SweepSpec:
     base_path = (path.parent / base_name).resolve()
     if not base_path.is_file():
         raise ConfigError(f"{path}: base config {str(base_path)!r} does not exist")
-    grid = dict(raw.get("grid", {}))
     if not isinstance(raw.get("grid", {}), Mapping):
-        raise ConfigError(f"{path}: [grid] must be a table")
+        raise ConfigError(
+            f"{path}: grid = {raw['grid']!r} is not a table: expected a [grid] section of "
+            "'section.field' = [values]"
+        )
+    grid = dict(raw.get("grid", {}))
     replicates: Any = 1
     if "replicates" in grid and "replicates" in raw:
         raise ConfigError(f"{path}: 'replicates' is given twice (top level and in [grid])")
@@ -354,15 +357,18 @@ def load_sweep(path: str | Path) -> SweepSpec:
     elif "replicates" in raw:
         replicates = raw["replicates"]
     try:
-        return SweepSpec(
-            base=load_config(base_path),
+        spec = SweepSpec(
+            base=load_config(base_path, check_memory=False),
             grid=grid,
             replicates=replicates,
             text=text,
             source=path.resolve(),
         )
+        for cell in cells(spec):
+            check_resources(cell.config)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    return spec
 
 
 # --------------------------------------------------------------------------------------------------
@@ -534,7 +540,7 @@ def default_cell_fn(config: ExperimentConfig, cell_dir: Path) -> Mapping[str, An
     """Run one experiment with :func:`sgdfluct.runner.run_experiment` (the ``run`` command)."""
     from sgdfluct.runner import run_experiment
 
-    return run_experiment(config, cell_dir, quiet=True)
+    return run_experiment(config, cell_dir, quiet=True, claim=False)
 
 
 def run_cell(cell_fn: CellFn, cell: Cell, out_dir: Path) -> str:
@@ -551,6 +557,7 @@ def run_cell(cell_fn: CellFn, cell: Cell, out_dir: Path) -> str:
     if final.exists():
         return cell.cell_id
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{cell.cell_id}-", dir=cells_dir))
+    apply_umask(tmp, directory=True)
     try:
         atomic_write_json(tmp / "cell.json", cell.describe())
         metrics = cell_fn(cell.config, tmp)
@@ -581,6 +588,7 @@ def run_sweep(
     progress: bool = False,
     cell_fn: CellFn | None = None,
     retries: int = 1,
+    overwrite: bool = False,
 ) -> xr.Dataset:
     """Run the missing cells of a sweep and write ``out_dir/sweep.nc``.
 
@@ -605,6 +613,9 @@ def run_sweep(
         Locally: how often the pool is restarted after a worker process died (the cells in flight
         are resubmitted). With Dask: task retries after an exception; tasks of a killed worker are
         rescheduled by Dask itself (``distributed.scheduler.allowed-failures``).
+    overwrite : bool
+        Empty a folder holding an earlier sgdfluct output (a different sweep, a run) first.
+        Without it such a folder is refused; a folder holding this sweep is resumed.
 
     Returns
     -------
@@ -618,10 +629,12 @@ def run_sweep(
         cells stay) or cells that failed after their retries; it says how many cells are done.
         Re-running computes only the missing cells.
     ConfigError
-        Bad arguments, or a cell folder computed with a different config.
+        Bad arguments, or a cell folder computed with a different config (the folder is then
+        left unchanged).
+    OutputError
+        Another process writes ``out_dir`` (a lock), it holds something else, or it cannot be
+        written; checked before any cell runs.
     """
-    from sgdfluct.experiments import _executors
-
     out_dir = Path(out_dir)
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
@@ -635,12 +648,28 @@ def run_sweep(
         except ImportError as exc:
             raise ConfigError(f"the default cell function needs sgdfluct.runner: {exc}") from exc
         cell_fn = default_cell_fn
+    with folder_lock(out_dir) as locked:
+        prepare_output_dir(locked, kind="sweep", overwrite=overwrite)
+        return _run_locked(spec, locked, workers, scheduler, progress, cell_fn, retries)
+
+
+def _run_locked(
+    spec: SweepSpec,
+    out_dir: Path,
+    workers: int | None,
+    scheduler: str | Any | None,
+    progress: bool,
+    cell_fn: CellFn,
+    retries: int,
+) -> xr.Dataset:
+    """:func:`run_sweep` once ``out_dir`` is locked and known to hold this sweep (or nothing)."""
+    from sgdfluct.experiments import _executors
 
     all_cells = cells(spec)
-    out_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out_dir)
-    atomic_write_json(out_dir / "cells.json", [c.describe() for c in all_cells])
+    # every check first: a rejected re-run (changed base config) leaves the folder untouched
     todo = [c for c in all_cells if not _is_done(c, out_dir)]
+    atomic_write_json(out_dir / "cells.json", [c.describe() for c in all_cells])
 
     failures: dict[str, str] = {}
     interrupted = False

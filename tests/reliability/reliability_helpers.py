@@ -1,0 +1,64 @@
+"""Helpers of the hostile-input and fault table (imported by its test modules)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+#: a depth-1 run that computes in about a second (records: (2000 - 200) / 5 = 360 >= 16)
+TINY = """
+[data]
+n_in = 3
+n_out = 1
+n_samples = 12
+label_noise = 0.5
+seed = 0
+[model]
+depth = 1
+[sgd]
+learning_rate = 0.05
+batch_size = 3
+steps = 2000
+burn_in = 200
+record_every = 5
+replicas = 2
+seed = 1
+[analysis]
+bootstrap = 20
+"""
+
+#: generous bound for a subprocess that should end by itself (a loaded 2-core machine)
+PROCESS_TIMEOUT_S = 240
+
+
+def cli_command(*args: str) -> list[str]:
+    """``sgdfluct ARGS`` as a subprocess command line (this interpreter)."""
+    return [sys.executable, "-m", "sgdfluct.cli", *args]
+
+
+def run_cli(
+    args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        cli_command(*args),
+        capture_output=True,
+        text=True,
+        check=False,
+        env=full_env,
+        cwd=cwd,
+        timeout=PROCESS_TIMEOUT_S,
+    )
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes): to show nothing changed."""
+    if not folder.exists():
+        return {}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
