@@ -24,7 +24,16 @@ def test_reproduce_smoke_writes_report(tmp_path, monkeypatch):
     claims = json.loads((out / "claims.json").read_text())
     assert [c["id"][:2] for c in claims] == ["1_", "2_", "3_", "7g"]
     for claim in claims:
-        assert set(claim) == {"id", "statement", "measured", "expected", "verdict"}
+        assert set(claim) == {
+            "id",
+            "statement",
+            "measured",
+            "expected",
+            "verdict",
+            "rule",
+            "rule_history",
+        }
+        assert claim["rule"]
         assert claim["verdict"] in VERDICTS
         assert "error" not in claim["measured"], claim["measured"]
     html = (out / "report.html").read_text()

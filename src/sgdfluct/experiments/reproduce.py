@@ -23,6 +23,7 @@ from sgdfluct.experiments.claims import (
     ClaimSpec,
     Measurement,
     SweepDef,
+    require_metrics,
     sweep_defs,
     tidy_log_axes,
 )
@@ -75,6 +76,9 @@ def _claim_result(
     claim: ClaimSpec, ds: xr.Dataset | None, error: str, figures_dir: Path
 ) -> ClaimResult:
     figures: list[Path] = []
+    if ds is not None:
+        # a declared metric the sweep lacks is a bug of the pipeline, not a measurement: raise
+        require_metrics(ds, claim.metrics, claim.id)
     try:
         if ds is None:
             raise RuntimeError(error or "no cell of the sweep finished")
@@ -109,6 +113,8 @@ def _claim_result(
         verdict=verdict,
         figures=tuple(figures),
         details=details,
+        rule=claim.rule,
+        rule_history=tuple(claim.rule_history),
     )
 
 
