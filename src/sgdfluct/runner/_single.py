@@ -73,7 +73,14 @@ def _single_layer(
     current_theory = 0.5 * (hess @ exact.cov - exact.cov @ hess)
     current_sim, _ = current_from_lag1(sim.lag1, s.learning_rate)
     current_sim_se = sim.lag1_antisym_stderr / (2.0 * s.learning_rate)
-    err_current = relative_frobenius_error(current_sim, current_theory, current_sim_se)
+    # one weight (n_in = n_out = 1): the current is an antisymmetric 1 x 1 matrix, zero by
+    # symmetry in theory and simulation alike; its relative error is undefined (docs/theory.md §6)
+    current_zero = current_theory.size == 1 or not np.any(current_theory)
+    err_current = (
+        None
+        if current_zero
+        else relative_frobenius_error(current_sim, current_theory, current_sim_se)
+    )
     spectra = single_layer_spectra(hess, noise, exact.cov)
     rng = np.random.default_rng(np.random.SeedSequence([s.seed, config.data.seed, 7]))
     ivfr_theory = _ivfr(exact.cov, theta_ref, shapes, data, config, rng)
@@ -98,7 +105,15 @@ def _single_layer(
         "commutator_exact": relative_commutator(hess, noise),
         "entropy_production": balance.entropy_production,
         "current_relative": balance.current_relative,
-        **_error_metrics("rel_error_current", err_current),
+        **(
+            {
+                "rel_error_current": None,
+                "rel_error_current_note": "the probability current is zero by symmetry "
+                "(one weight, or H and M commute): a relative error against 0 is undefined",
+            }
+            if err_current is None
+            else _error_metrics("rel_error_current", err_current)
+        ),
         "spectral_distance": spectra.distance,
         "hessian_normalized_variance": spectra.hessian_normalized_variance,
         "noise_normalized_variance": spectra.noise_normalized_variance,
