@@ -1,0 +1,396 @@
+"""Configuration of ``sgdfluct probe`` (INTERFACE.md, "sgdfluct probe"): frozen, validated.
+
+Every key is checked here, once; a wrong value raises :class:`sgdfluct.errors.ConfigError` naming
+the key and its allowed range.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sgdfluct.errors import ConfigError
+
+__all__ = [
+    "DIGITS_SAMPLES",
+    "ProbeConfig",
+    "ProbeDataConfig",
+    "ProbeInitConfig",
+    "ProbeModelConfig",
+    "ProbeSGDConfig",
+    "ProbeSettings",
+    "load_probe_config",
+    "probe_config_from_dict",
+    "probe_config_to_toml",
+]
+
+#: samples in scikit-learn's bundled digits data set (load_digits: 1797 images, 10 classes)
+DIGITS_SAMPLES = 1797
+#: the digits test set must keep at least one sample per class
+_DIGITS_CLASSES = 10
+_SAMPLING = ("with_replacement", "without_replacement", "epoch_shuffle")
+#: teacher-student keys shared with `run` ([data] of sgdfluct.config.DataConfig)
+_TS_KEYS = (
+    "n_in",
+    "n_out",
+    "n_samples",
+    "label_noise",
+    "inputs",
+    "powerlaw_exponent",
+    "student_t_dof",
+    "correlation",
+    "n_test",
+)
+
+
+def _type_name(kind: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}[kind]
+
+
+def _num(
+    key: str,
+    value: Any,
+    kind: type,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    open_low: bool = False,
+) -> Any:
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    rng = f"{_type_name(kind)} in {'(' if open_low else '['}{lo}, {hi}{']' if high else ')'}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key} = {value!r} has the wrong type: expected {rng}")
+    if kind is int and not isinstance(value, int):
+        raise ConfigError(f"{key} = {value!r} has the wrong type: expected {rng}")
+    if kind is float:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} = {value!r} is not finite: expected {rng}")
+    if low is not None and (value < low or (open_low and value == low)):
+        raise ConfigError(f"{key} = {value!r} is out of range: expected {rng}")
+    if high is not None and value > high:
+        raise ConfigError(f"{key} = {value!r} is out of range: expected {rng}")
+    return value
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(
+            f"{key} = {value!r} is not allowed: expected one of {', '.join(map(repr, choices))}"
+        )
+    return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} = {value!r} has the wrong type: expected true/false")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeDataConfig:
+    """``[data]``: scikit-learn digits or the teacher-student data of ``run``.
+
+    ``standardize = None`` means the default: yes for digits, no for teacher-student (so the
+    linear control sees exactly the data of ``run``).
+    """
+
+    dataset: str = "digits"
+    n_train: int = 1000
+    standardize: bool | None = None
+    seed: int = 0
+    # teacher-student only (the [data] keys of `run`)
+    n_in: int = 50
+    n_out: int = 1
+    n_samples: int = 100
+    label_noise: float = 1.0
+    inputs: str = "gaussian"
+    powerlaw_exponent: float = 1.0
+    student_t_dof: float = 5.0
+    correlation: float = 0.5
+    n_test: int = 1000
+
+    def __post_init__(self) -> None:
+        _choice("data.dataset", self.dataset, ("digits", "teacher_student"))
+        _num(
+            "data.n_train", self.n_train, int, _DIGITS_CLASSES * 2, DIGITS_SAMPLES - _DIGITS_CLASSES
+        )
+        if self.standardize is not None:
+            _bool("data.standardize", self.standardize)
+        _num("data.seed", self.seed, int, 0)
+        _num("data.n_test", self.n_test, int, 0, 10_000_000)
+
+    @property
+    def standardized(self) -> bool:
+        if self.standardize is None:
+            return self.dataset == "digits"
+        return self.standardize
+
+    def run_data_config(self) -> Any:
+        """The :class:`sgdfluct.config.DataConfig` of the teacher-student keys (validated there)."""
+        from sgdfluct.config import DataConfig
+
+        return DataConfig(
+            n_in=self.n_in,
+            n_out=self.n_out,
+            n_samples=self.n_samples,
+            label_noise=self.label_noise,
+            inputs=self.inputs,
+            powerlaw_exponent=self.powerlaw_exponent,
+            student_t_dof=self.student_t_dof,
+            correlation=self.correlation,
+            seed=self.seed,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeModelConfig:
+    """``[model]``: MLP (ReLU/tanh) or deep linear network; ``hidden = []`` is one layer.
+
+    ``bias = None`` means the default: biases for ``mlp``, none for ``linear`` (as ``run``).
+    """
+
+    kind: str = "mlp"
+    hidden: tuple[int, ...] = (32, 32)
+    activation: str = "relu"
+    bias: bool | None = None
+    loss: str = "cross_entropy"
+
+    def __post_init__(self) -> None:
+        _choice("model.kind", self.kind, ("mlp", "linear"))
+        if not isinstance(self.hidden, list | tuple):
+            raise ConfigError(
+                f"model.hidden = {self.hidden!r} has the wrong type: expected a list of integers "
+                "in [1, 100000]"
+            )
+        for i, h in enumerate(self.hidden):
+            _num(f"model.hidden[{i}]", h, int, 1, 100_000)
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        _choice("model.activation", self.activation, ("relu", "tanh"))
+        if self.bias is not None:
+            _bool("model.bias", self.bias)
+        _choice("model.loss", self.loss, ("cross_entropy", "mse"))
+
+    @property
+    def has_bias(self) -> bool:
+        return (self.kind == "mlp") if self.bias is None else self.bias
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeInitConfig:
+    """``[init]``: ``W ~ N(0, scale^2 / fan_in)``, biases zero; its own seed."""
+
+    scale: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _num("init.scale", self.scale, float, 0.0, 1e6, open_low=True)
+        _num("init.seed", self.seed, int, 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeSGDConfig:
+    """``[sgd]``: plain SGD (no momentum); ``weight_decay`` adds ``wd/2 ||w||^2`` to the loss."""
+
+    learning_rate: float = 0.1
+    batch_size: int = 32
+    sampling: str = "with_replacement"
+    weight_decay: float = 0.0
+    steps: int = 20_000
+    record_every: int = 10
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        _num("sgd.learning_rate", self.learning_rate, float, 0.0, None, open_low=True)
+        _num("sgd.batch_size", self.batch_size, int, 1)
+        _choice("sgd.sampling", self.sampling, _SAMPLING)
+        _num("sgd.weight_decay", self.weight_decay, float, 0.0)
+        _num("sgd.steps", self.steps, int, 1)
+        _num("sgd.record_every", self.record_every, int, 1)
+        _num("sgd.seed", self.seed, int, 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeSettings:
+    """``[probe]``: directions, window and analysis settings (SPEC §11).
+
+    ``plateau_block`` (steps; default ``window // 4``), ``sketch_size`` (columns of the streaming
+    Nyström sketch; default ``2 top_k + 20``) and ``bootstrap`` are extensions of INTERFACE.md.
+    """
+
+    directions: str = "pca"
+    top_k: int = 50
+    window: int = 5000
+    layers: str | tuple[int, ...] = "all"
+    flatness_factor: float = math.e
+    device: str = "auto"
+    plateau_block: int | None = None
+    sketch_size: int | None = None
+    bootstrap: int = 1000
+
+    def __post_init__(self) -> None:
+        _choice("probe.directions", self.directions, ("pca", "hessian"))
+        _num("probe.top_k", self.top_k, int, 3, 100_000)
+        _num("probe.window", self.window, int, 1)
+        if isinstance(self.layers, str):
+            _choice("probe.layers", self.layers, ("all",))
+        elif isinstance(self.layers, list | tuple) and self.layers:
+            for i, v in enumerate(self.layers):
+                _num(f"probe.layers[{i}]", v, int, 1)
+            object.__setattr__(self, "layers", tuple(self.layers))
+        else:
+            raise ConfigError(
+                f"probe.layers = {self.layers!r} is not allowed: expected 'all' or a non-empty "
+                "list of layer numbers (1-based)"
+            )
+        _num("probe.flatness_factor", self.flatness_factor, float, 1.0, None, open_low=True)
+        _choice("probe.device", self.device, ("auto", "cpu", "cuda"))
+        if self.plateau_block is not None:
+            _num("probe.plateau_block", self.plateau_block, int, 1)
+        if self.sketch_size is not None:
+            _num("probe.sketch_size", self.sketch_size, int, self.top_k)
+        _num("probe.bootstrap", self.bootstrap, int, 10, 1_000_000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeConfig:
+    """The whole ``sgdfluct probe`` configuration (one TOML file)."""
+
+    data: ProbeDataConfig = field(default_factory=ProbeDataConfig)
+    model: ProbeModelConfig = field(default_factory=ProbeModelConfig)
+    init: ProbeInitConfig = field(default_factory=ProbeInitConfig)
+    sgd: ProbeSGDConfig = field(default_factory=ProbeSGDConfig)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+
+    def __post_init__(self) -> None:
+        d, m, s, p = self.data, self.model, self.sgd, self.probe
+        if d.dataset == "teacher_student" and m.loss == "cross_entropy":
+            raise ConfigError(
+                "model.loss = 'cross_entropy' is not allowed with data.dataset = "
+                "'teacher_student' (real-valued targets): expected 'mse'"
+            )
+        n_train = d.n_train if d.dataset == "digits" else d.n_samples
+        if s.sampling != "with_replacement" and s.batch_size > n_train:
+            raise ConfigError(
+                f"sgd.batch_size = {s.batch_size} is out of range: expected an integer in "
+                f"[1, {n_train}] (the training set size) for sampling = {s.sampling!r}"
+            )
+        if p.window >= s.steps:
+            raise ConfigError(
+                f"probe.window = {p.window} is out of range: expected an integer in "
+                f"[1, {s.steps - 1}] (below sgd.steps; the plateau must come first)"
+            )
+        records = p.window // s.record_every
+        if records < MIN_WINDOW_RECORDS:
+            raise ConfigError(
+                f"probe.window = {p.window} is out of range: with sgd.record_every = "
+                f"{s.record_every} the window holds {records} records, expected >= "
+                f"{MIN_WINDOW_RECORDS} (window >= {MIN_WINDOW_RECORDS * s.record_every})"
+            )
+        block = p.plateau_block if p.plateau_block is not None else p.window // 4
+        if block // s.record_every < MIN_PLATEAU_RECORDS:
+            raise ConfigError(
+                f"probe.plateau_block = {block} is out of range: expected >= "
+                f"{MIN_PLATEAU_RECORDS * s.record_every} steps ({MIN_PLATEAU_RECORDS} records of "
+                f"sgd.record_every = {s.record_every})"
+            )
+
+
+#: fewest records in the window: the PCA needs many more snapshots than directions
+MIN_WINDOW_RECORDS = 40
+#: fewest loss records per plateau block (10 sub-blocks of >= 2 records, see plateau_test)
+MIN_PLATEAU_RECORDS = 20
+
+_SECTIONS: dict[str, type] = {
+    "data": ProbeDataConfig,
+    "model": ProbeModelConfig,
+    "init": ProbeInitConfig,
+    "sgd": ProbeSGDConfig,
+    "probe": ProbeSettings,
+}
+
+
+def probe_config_from_dict(raw: Mapping[str, Any]) -> ProbeConfig:
+    """Build and validate a :class:`ProbeConfig` from a parsed TOML mapping.
+
+    Raises
+    ------
+    ConfigError
+        Unknown section or key, wrong type, out-of-range value (the message names the key).
+    """
+    parts: dict[str, Any] = {}
+    for section, value in raw.items():
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"unknown section [{section}]: expected one of {', '.join(_SECTIONS)}"
+            )
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"[{section}] must be a table, got {value!r}")
+        cls = _SECTIONS[section]
+        known = {f.name for f in fields(cls)}
+        for key in value:
+            if key not in known:
+                raise ConfigError(
+                    f"unknown key {section}.{key}: expected one of {', '.join(sorted(known))}"
+                )
+        if section == "data" and value.get("dataset", "digits") == "digits":
+            bad = sorted(set(value) & set(_TS_KEYS))
+            if bad:
+                raise ConfigError(
+                    f"data.{bad[0]} is only allowed with data.dataset = 'teacher_student'"
+                )
+        if section == "data" and value.get("dataset") == "teacher_student" and "n_train" in value:
+            raise ConfigError(
+                "data.n_train is only allowed with data.dataset = 'digits' (teacher_student "
+                "uses data.n_samples)"
+            )
+        parts[section] = cls(**dict(value))
+    config = ProbeConfig(**parts)
+    if config.data.dataset == "teacher_student":
+        config.data.run_data_config()  # validates the keys shared with `run`
+    return config
+
+
+def load_probe_config(path: str | Path) -> ProbeConfig:
+    """Read and validate a probe TOML file (:class:`ConfigError` on any problem)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    return probe_config_from_dict(raw)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def probe_config_to_toml(config: ProbeConfig) -> str:
+    """The resolved configuration as TOML (``None`` defaults are written resolved or omitted)."""
+    lines: list[str] = []
+    for section in _SECTIONS:
+        values = asdict(getattr(config, section))
+        if section == "data" and config.data.dataset == "digits":
+            values = {k: v for k, v in values.items() if k not in _TS_KEYS}
+        if section == "data" and config.data.dataset == "teacher_student":
+            values.pop("n_train")
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if value is None:
+                continue
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)

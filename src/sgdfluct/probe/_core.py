@@ -1,0 +1,1199 @@
+"""The fluctuation probe: weight fluctuations, curvature, noise and the IVFR of any PyTorch model.
+
+docs/theory.md §11 (Feng & Tu's protocol, our analysis) and §9 (flatness, IVFR). Usage::
+
+    probe = FluctuationProbe(model, loss_fn, (x, y), learning_rate=0.05, batch_size=32,
+                             sampling="with_replacement", top_k=20, window=5000, every=10)
+    for step in range(steps):
+        ...  # one SGD step with torch.optim.SGD(lr=0.05)
+        probe.observe()
+        if probe.done:
+            break
+    run = probe.analyze()          # frozen ProbeRun
+    run.to_summary(); run.to_dataset(); run.figures()
+
+``observe()`` evaluates the training loss every ``every`` steps, runs the plateau test
+(:func:`sgdfluct.probe._stream.plateau_test`) and, once it passes, records the weights every
+``every`` steps for ``window`` steps into bounded-memory streaming recorders.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from sgdfluct.errors import ConfigError, MeasurementError
+from sgdfluct.landscape import fit_ivfr, spearman
+from sgdfluct.theory.detailed_balance import relative_commutator
+from sgdfluct.theory.lyapunov import discrete_additive_covariance
+from sgdfluct.theory.noise import batch_factor
+
+from ._stream import BoundedTrace, NystromSketch, PlateauMonitor, SubspaceMoments
+
+__all__ = [
+    "DRIFT_SHARE_MAX",
+    "NEAR_NULL_RTOL",
+    "WELL_ABOVE_ZERO_RTOL",
+    "WINDOW_RELAXATIONS",
+    "FluctuationProbe",
+    "LayerResult",
+    "ProbeRun",
+]
+
+Array = NDArray[np.float64]
+
+#: an eigenvalue θ of the Hessian compressed to the probed subspace is "near-null" when
+#: |θ| <= NEAR_NULL_RTOL · λ_max(H) (λ_max of the full Hessian by Lanczos)
+NEAR_NULL_RTOL = 1e-3
+#: a direction's curvature is "well above zero" when k_i >= WELL_ABOVE_ZERO_RTOL · λ_max(H)
+#: (ten times the near-null level) and its drift share is below DRIFT_SHARE_MAX
+WELL_ABOVE_ZERO_RTOL = 1e-2
+DRIFT_SHARE_MAX = 0.5
+#: the window should span this many relaxation times 1/(η k_min) (SPEC §11: 100/(η k_min))
+WINDOW_RELAXATIONS = 100.0
+#: grid points of each stored loss profile (odd: the grid contains s = 0)
+PROFILE_POINTS = 41
+#: bisection steps refining each flatness crossing (grid spacing / 2^30)
+BISECTION_STEPS = 30
+#: doublings of a profile's range before a direction is declared flat (flatness unbounded)
+MAX_DOUBLINGS = 40
+#: directions (HVPs) and samples (per-sample gradients) evaluated per vectorized call
+_HVP_CHUNK = 16
+_SAMPLE_CHUNK = 256
+_PROFILE_CHUNK = 128
+
+
+# ------------------------------------------------------------------------------------------------
+# layers and parameter plumbing
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Layer:
+    index: int  # 1-based
+    name: str
+    param_names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def numels(self) -> list[int]:
+        return [math.prod(s) for s in self.shapes]
+
+    @property
+    def dim(self) -> int:
+        return sum(self.numels)
+
+
+def _discover_layers(model: torch.nn.Module) -> list[_Layer]:
+    """A layer is a module's own trainable parameters (a weight matrix with its bias)."""
+    out: list[_Layer] = []
+    for mod_name, mod in model.named_modules():
+        own = [(n, p) for n, p in mod.named_parameters(recurse=False) if p.requires_grad]
+        if not own:
+            continue
+        names = tuple(f"{mod_name}.{n}" if mod_name else n for n, _ in own)
+        out.append(
+            _Layer(
+                index=len(out) + 1,
+                name=mod_name or "model",
+                param_names=names,
+                shapes=tuple(tuple(p.shape) for _, p in own),
+            )
+        )
+    if not out:
+        raise ConfigError("the model has no trainable parameters: nothing to probe")
+    return out
+
+
+def _flat(params: Mapping[str, torch.Tensor], layer: _Layer) -> torch.Tensor:
+    return torch.cat([params[n].reshape(-1) for n in layer.param_names])
+
+
+def _unflat(vec: torch.Tensor, layer: _Layer) -> dict[str, torch.Tensor]:
+    """(..., d_l) -> {name: (..., *shape)}."""
+    lead = vec.shape[:-1]
+    parts = torch.split(vec, layer.numels, dim=-1)
+    return {
+        n: p.reshape(*lead, *s)
+        for n, p, s in zip(layer.param_names, parts, layer.shapes, strict=True)
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# results
+# ------------------------------------------------------------------------------------------------
+
+
+def _none(x: float) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else float(x)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerResult:
+    """Probe measurements of one layer along its k directions (docs/theory.md §11).
+
+    Attributes
+    ----------
+    layer, name, n_params : int, str, int
+        1-based layer number, module name, parameters of the layer (weight and bias).
+    directions : (k, d_l) array
+        Unit directions ``p_i`` (rows): PCA of the window (decreasing variance) or top Lanczos
+        eigenvectors of the layer's Hessian block at the window start.
+    variances : (k,) array
+        ``σ_i²`` measured in the window (PCA eigenvalues, or ``p_iᵀ Σ p_i``).
+    weight_cov_measured : (k, k) array
+        Measured covariance in the subspace (diagonal for PCA).
+    curvature : (k,) array
+        ``k_i = p_iᵀ H p_i`` at the window mean (HVP; H includes weight decay).
+    flatness : (k,) array
+        Feng–Tu flatness (width where ``L ≤ factor · L_0``); NaN where unbounded.
+    profile_offsets, loss_profile : (k, m) arrays
+        Offsets ``s`` and ``L(w̄ + s p_i)`` on the full training set (or its fixed subset).
+    noise_var : (k,) array
+        ``c_ii = p_iᵀ C p_i`` (per-sample gradient covariance, not divided by S).
+    hessian_proj, noise_proj : (k, k) arrays
+        ``H_k = Pᵀ H P``, ``C_k = Pᵀ C P``.
+    temperature : (k,) array
+        ``T_i = f_S η c_ii / (2 k_i)``; NaN (JSON null) where ``k_i <= 0``.
+    drift_share : (k,) array
+        Share of ``p_i`` in the near-null eigenspace of the Hessian compressed to the probed
+        subspace of all layers (see :meth:`FluctuationProbe.analyze`).
+    sharp : (k,) bool array
+        Directions with curvature well above zero (:data:`WELL_ABOVE_ZERO_RTOL`) and drift share
+        below :data:`DRIFT_SHARE_MAX`.
+    weight_cov_theory : (k, k) array or None
+        Subspace theory: ``H_k M + M H_k − η H_k M H_k = f_S η C_k`` (NaN-filled when ``H_k`` is
+        not positive definite or ``η λ_max(H_k) >= 2``; see ``notes``).
+    ivfr_all, ivfr_sharp : dict
+        ``{psi, psi_ci, psi_stderr, spearman, spearman_pvalue, n}`` on all directions with finite
+        flatness, and on the sharp ones (None entries where a fit is undefined).
+    spearman_temperature_curvature : float
+        Spearman of ``(k_i, T_i)`` over directions with ``k_i > 0`` (Feng & Tu's explanation:
+        > 0 when the noise grows with the sharpness).
+    commutator : float
+        ``||[H_k, C_k]||_F / (||H_k||_F ||C_k||_F)`` (detailed balance in the subspace: 0).
+    theory_error : float
+        ``||M_theory − M_measured||_F / ||M_measured||_F`` (NaN when the theory is undefined).
+    window_relaxations : float
+        ``window · η k_min`` over the sharp directions (should be >= 100).
+    notes : tuple of str
+    """
+
+    layer: int
+    name: str
+    n_params: int
+    directions: Array
+    variances: Array
+    weight_cov_measured: Array
+    curvature: Array
+    flatness: Array
+    profile_offsets: Array
+    loss_profile: Array
+    noise_var: Array
+    hessian_proj: Array
+    noise_proj: Array
+    temperature: Array
+    drift_share: Array
+    sharp: NDArray[np.bool_]
+    weight_cov_theory: Array
+    ivfr_all: dict[str, Any]
+    ivfr_sharp: dict[str, Any]
+    spearman_temperature_curvature: float
+    commutator: float
+    theory_error: float
+    window_relaxations: float
+    sketch_exact: bool
+    notes: tuple[str, ...]
+
+    @property
+    def k(self) -> int:
+        return int(self.variances.size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeRun:
+    """Result of :meth:`FluctuationProbe.analyze` (frozen).
+
+    Attributes
+    ----------
+    layers : tuple of LayerResult
+    learning_rate, batch_size, sampling, batch_factor, weight_decay : SGD of the run
+    window, every, directions, flatness_factor : probe settings
+    plateau_step : int
+        Step at which the plateau test passed (the window starts there).
+    plateau_blocks : (n, 2) array
+        ``(mean, stderr)`` of every completed plateau block.
+    steps_observed : int
+    loss0 : float
+        Training loss (with the weight-decay term) at the window mean.
+    lambda_max : float
+        Largest Hessian eigenvalue at the window mean (Lanczos).
+    train_steps, train_loss : arrays
+        The recorded training loss (bounded trace).
+    test_loss, test_accuracy : float
+        At the window mean (NaN where not defined).
+    inputs, targets : arrays
+        The training set used.
+    recorder_bytes : int
+        Memory of the streaming recorders (independent of the training length).
+    analysis_seconds : float
+    notes : tuple of str
+    """
+
+    layers: tuple[LayerResult, ...]
+    learning_rate: float
+    batch_size: int
+    sampling: str
+    batch_factor: float
+    weight_decay: float
+    window: int
+    every: int
+    directions: str
+    flatness_factor: float
+    plateau_step: int
+    plateau_blocks: Array
+    steps_observed: int
+    loss0: float
+    lambda_max: float
+    train_steps: Array
+    train_loss: Array
+    test_loss: float
+    test_accuracy: float
+    inputs: Array
+    targets: Array
+    recorder_bytes: int
+    analysis_seconds: float
+    notes: tuple[str, ...] = field(default=())
+
+    def to_summary(self) -> dict[str, Any]:
+        """The ``summary.json`` content (``"ivfr": {"layer_L": {psi, psi_ci, spearman}}`` as run)."""
+        ivfr: dict[str, Any] = {}
+        layers: dict[str, Any] = {}
+        for lr in self.layers:
+            key = f"layer_{lr.layer}"
+            a, s = lr.ivfr_all, lr.ivfr_sharp
+            ivfr[key] = {
+                "psi": a.get("psi"),
+                "psi_ci": a.get("psi_ci"),
+                "spearman": a.get("spearman"),
+                "n_directions": a.get("n"),
+                "psi_sharp": s.get("psi"),
+                "psi_sharp_ci": s.get("psi_ci"),
+                "spearman_sharp": s.get("spearman"),
+                "n_sharp": s.get("n"),
+            }
+            finite_t = lr.temperature[np.isfinite(lr.temperature)]
+            layers[key] = {
+                "name": lr.name,
+                "n_params": lr.n_params,
+                "n_directions": lr.k,
+                "sketch_exact": lr.sketch_exact,
+                "variance_range": [_none(lr.variances.min()), _none(lr.variances.max())],
+                "curvature_range": [_none(lr.curvature.min()), _none(lr.curvature.max())],
+                "drift_share_mean": _none(float(lr.drift_share.mean())),
+                "n_near_null": int(np.sum(lr.drift_share >= DRIFT_SHARE_MAX)),
+                "temperature_median": _none(float(np.median(finite_t))) if finite_t.size else None,
+                "spearman_temperature_curvature": _none(lr.spearman_temperature_curvature),
+                "commutator": _none(lr.commutator),
+                "theory_relative_error": _none(lr.theory_error),
+                "theory_to_measured_variance_median": _none(
+                    float(np.nanmedian(np.diag(lr.weight_cov_theory) / lr.variances))
+                    if np.any(np.isfinite(lr.weight_cov_theory))
+                    else math.nan
+                ),
+                "window_relaxations": _none(lr.window_relaxations),
+                "notes": list(lr.notes),
+            }
+        psis = [
+            f"L{lr.layer} psi={lr.ivfr_all['psi']:.2f}"
+            for lr in self.layers
+            if lr.ivfr_all.get("psi") is not None
+        ]
+        acc = (
+            "" if not math.isfinite(self.test_accuracy) else f", test acc {self.test_accuracy:.3f}"
+        )
+        return {
+            "headline": "; ".join(psis) + acc,
+            "ivfr": ivfr,
+            "layers": layers,
+            "stationarity": {
+                "test": (
+                    "block means of the training loss change by less than their standard error "
+                    "(batch means of 10 sub-blocks) over two consecutive block pairs"
+                ),
+                "plateau_step": self.plateau_step,
+                "blocks": [[float(m), float(s)] for m, s in self.plateau_blocks],
+                "window": self.window,
+                "record_every": self.every,
+                "steps_observed": self.steps_observed,
+            },
+            "sgd": {
+                "learning_rate": self.learning_rate,
+                "batch_size": self.batch_size,
+                "sampling": self.sampling,
+                "batch_factor": self.batch_factor,
+                "weight_decay": self.weight_decay,
+            },
+            "directions": self.directions,
+            "flatness_factor": self.flatness_factor,
+            "loss0": self.loss0,
+            "lambda_max": self.lambda_max,
+            "test_loss": _none(self.test_loss),
+            "test_accuracy": _none(self.test_accuracy),
+            "recorder_bytes": self.recorder_bytes,
+            "analysis_seconds": self.analysis_seconds,
+            "notes": list(self.notes),
+        }
+
+    def to_dataset(self) -> Any:
+        """xarray Dataset with the variables of INTERFACE.md ("sgdfluct probe").
+
+        Layers with fewer directions than the largest are NaN-padded along ``direction``; the
+        attribute ``n_directions_l`` gives the valid length. ``offset`` indexes the profile grid;
+        ``profile_offset_l`` holds its values ``s`` per direction.
+        """
+        import xarray as xr
+
+        kmax = max(lr.k for lr in self.layers)
+        m = self.layers[0].loss_profile.shape[1]
+
+        def pad(a: Array, dims: int) -> Array:
+            a = np.asarray(a, dtype=float)
+            shape = (kmax,) * dims + a.shape[dims:]
+            out = np.full(shape, np.nan)
+            out[tuple(slice(0, s) for s in a.shape)] = a
+            return out
+
+        data: dict[str, Any] = {}
+        attrs: dict[str, Any] = {
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "sampling": self.sampling,
+            "batch_factor": self.batch_factor,
+            "weight_decay": self.weight_decay,
+            "window": self.window,
+            "record_every": self.every,
+            "directions": self.directions,
+            "flatness_factor": self.flatness_factor,
+            "plateau_step": self.plateau_step,
+            "loss0": self.loss0,
+            "lambda_max": self.lambda_max,
+        }
+        for lr in self.layers:
+            v = lr.layer
+            attrs[f"n_directions_{v}"] = lr.k
+            data[f"pca_variance_{v}"] = ("direction", pad(lr.variances, 1))
+            data[f"curvature_{v}"] = ("direction", pad(lr.curvature, 1))
+            data[f"flatness_{v}"] = ("direction", pad(lr.flatness, 1))
+            data[f"loss_profile_{v}"] = (("direction", "offset"), pad(lr.loss_profile, 1))
+            data[f"profile_offset_{v}"] = (("direction", "offset"), pad(lr.profile_offsets, 1))
+            data[f"noise_var_{v}"] = ("direction", pad(lr.noise_var, 1))
+            data[f"hessian_proj_{v}"] = (("direction", "direction_b"), pad(lr.hessian_proj, 2))
+            data[f"noise_proj_{v}"] = (("direction", "direction_b"), pad(lr.noise_proj, 2))
+            data[f"temperature_{v}"] = ("direction", pad(lr.temperature, 1))
+            data[f"drift_share_{v}"] = ("direction", pad(lr.drift_share, 1))
+            data[f"weight_cov_theory_{v}"] = (
+                ("direction", "direction_b"),
+                pad(lr.weight_cov_theory, 2),
+            )
+            data[f"weight_cov_measured_{v}"] = (
+                ("direction", "direction_b"),
+                pad(lr.weight_cov_measured, 2),
+            )
+        data["train_loss"] = ("step", self.train_loss)
+        data["test_loss"] = ((), float(self.test_loss))
+        data["test_accuracy"] = ((), float(self.test_accuracy))
+        x = np.asarray(self.inputs, dtype=float)
+        data["inputs"] = (("sample", "input_dim"), x.reshape(x.shape[0], -1))
+        t = np.asarray(self.targets)
+        data["targets"] = (("sample",), t) if t.ndim == 1 else (("sample", "output_dim"), t)
+        return xr.Dataset(
+            data,
+            coords={"step": self.train_steps, "offset": np.arange(m)},
+            attrs=attrs,
+        )
+
+    def figures(self) -> dict[str, Any]:
+        """Matplotlib figures: ``ivfr``, ``temperature``, ``theory``, ``train_loss``."""
+        from ._figures import probe_figures
+
+        return probe_figures(self)
+
+
+# ------------------------------------------------------------------------------------------------
+# the probe
+# ------------------------------------------------------------------------------------------------
+
+
+class FluctuationProbe:
+    """Bounded-memory fluctuation probe of a PyTorch model trained by plain SGD (docs §11).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained model (never modified by the probe).
+    loss_fn : callable ``(outputs, targets) -> scalar``
+        Mean loss over a batch (e.g. ``torch.nn.functional.cross_entropy``); the per-sample
+        loss is ``loss_fn`` on a batch of one.
+    train_data : (inputs, targets) tensors
+        The full training set (the loss profiles, Hessian and noise use all of it).
+    learning_rate : float, optional
+        ``η``; or give ``optimizer`` (a ``torch.optim.SGD`` without momentum) to read η and the
+        weight decay from it.
+    batch_size : int
+        ``S``.
+    sampling : {"with_replacement", "without_replacement", "epoch_shuffle"}
+        How the training loop draws batches (sets ``f_S``, docs §3).
+    layers : "all" or sequence of int
+        1-based layers (a layer is one module's own parameters: weight and bias).
+    top_k : int
+        Directions per layer (all of a smaller layer), >= 3.
+    window : int
+        Recording window after the plateau (steps).
+    every : int
+        Record the weights and the training loss every ``every`` steps.
+    directions : {"pca", "hessian"}
+        PCA of the window (streaming Nyström sketch), or the top Lanczos eigenvectors of the
+        layer's Hessian block at the window start (then the window covariance along them is exact).
+    weight_decay : float
+        ``λ`` of ``torch.optim.SGD(weight_decay=λ)``: the loss is ``L + λ/2 ||w||²``.
+    steps : int, optional
+        The training length; if the plateau test has not passed by ``steps − window``,
+        :meth:`observe` raises :class:`MeasurementError`.
+    flatness_factor : float
+        Level ``factor · L_0`` of the flatness (e by default, Feng & Tu).
+    plateau_block : int, optional
+        Block length of the plateau test in steps (default ``window // 4``).
+    sketch_size : int, optional
+        Columns of the streaming sketch (default ``2 top_k + 20``).
+    test_data : (inputs, targets) tensors, optional
+        For the test loss and accuracy at the window mean.
+    task : {"auto", "classification", "one_hot", "regression"}
+        How accuracy is defined: integer targets (auto: classification) are labels; "one_hot"
+        compares argmaxes; regression has no accuracy.
+    bootstrap : int
+        Bootstrap replicates of the ψ intervals.
+    seed : int
+        Seed of the sketch test matrices, Lanczos start vectors and the bootstrap.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        train_data: tuple[torch.Tensor, torch.Tensor],
+        *,
+        learning_rate: float | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        batch_size: int,
+        sampling: str = "with_replacement",
+        layers: str | Sequence[int] = "all",
+        top_k: int = 20,
+        window: int = 5000,
+        every: int = 10,
+        directions: str = "pca",
+        weight_decay: float = 0.0,
+        steps: int | None = None,
+        flatness_factor: float = math.e,
+        plateau_block: int | None = None,
+        sketch_size: int | None = None,
+        test_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+        task: str = "auto",
+        bootstrap: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        if (learning_rate is None) == (optimizer is None):
+            raise ConfigError("give exactly one of learning_rate and optimizer")
+        if optimizer is not None:
+            if not isinstance(optimizer, torch.optim.SGD):
+                raise ConfigError(f"optimizer must be torch.optim.SGD, got {type(optimizer)}")
+            group = optimizer.param_groups[0]
+            if group.get("momentum", 0) or group.get("nesterov", False):
+                raise ConfigError(
+                    f"optimizer momentum = {group.get('momentum')}: the probe's theory is plain "
+                    "SGD; expected momentum = 0"
+                )
+            learning_rate = float(group["lr"])
+            weight_decay = float(group.get("weight_decay", 0.0))
+        assert learning_rate is not None
+        if not learning_rate > 0:
+            raise ConfigError(f"learning_rate = {learning_rate} is out of range: expected > 0")
+        if weight_decay < 0:
+            raise ConfigError(f"weight_decay = {weight_decay} is out of range: expected >= 0")
+        if directions not in ("pca", "hessian"):
+            raise ConfigError(f"directions = {directions!r}: expected 'pca' or 'hessian'")
+        if top_k < 3:
+            raise ConfigError(f"top_k = {top_k} is out of range: expected an integer >= 3")
+        if every < 1 or window < every:
+            raise ConfigError(f"every = {every}, window = {window}: expected 1 <= every <= window")
+        if task not in ("auto", "classification", "one_hot", "regression"):
+            raise ConfigError(
+                f"task = {task!r}: expected 'auto', 'classification', 'one_hot' or 'regression'"
+            )
+        self.model = model
+        self.loss_fn = loss_fn
+        x, y = train_data
+        self.x, self.y = x, y
+        self.test_data = test_data
+        self.n_train = int(x.shape[0])
+        try:
+            self.f_s = batch_factor(batch_size, self.n_train, sampling)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.learning_rate = float(learning_rate)
+        self.batch_size = int(batch_size)
+        self.sampling = sampling
+        self.weight_decay = float(weight_decay)
+        self.window = int(window)
+        self.every = int(every)
+        self.top_k = int(top_k)
+        self.directions = directions
+        self.steps = steps
+        self.flatness_factor = float(flatness_factor)
+        if not self.flatness_factor > 1:
+            raise ConfigError(f"flatness_factor = {flatness_factor}: expected > 1")
+        self.task = task
+        if task == "auto":
+            self.task = (
+                "classification" if not torch.is_floating_point(y) and y.ndim == 1 else "regression"
+            )
+        self.bootstrap = int(bootstrap)
+        self.seed = int(seed)
+        all_layers = _discover_layers(model)
+        if layers == "all":
+            self.layers = all_layers
+        else:
+            chosen = []
+            for v in layers:  # type: ignore[union-attr]
+                if not isinstance(v, int) or not 1 <= v <= len(all_layers):
+                    raise ConfigError(
+                        f"layers contains {v!r}: expected integers in [1, {len(all_layers)}]"
+                    )
+                chosen.append(all_layers[v - 1])
+            self.layers = chosen
+        self.all_layers = all_layers
+        self._trainable_names = {n for lay in all_layers for n in lay.param_names}
+        block = plateau_block if plateau_block is not None else window // 4
+        block_records = block // every
+        if block_records < 2 * 10:
+            raise ConfigError(
+                f"plateau_block = {block} steps holds {block_records} loss records of every = "
+                f"{every}: expected >= 20 (plateau_block >= {20 * every})"
+            )
+        self.sketch_size = sketch_size if sketch_size is not None else 2 * top_k + 20
+        if self.sketch_size < top_k:
+            raise ConfigError(f"sketch_size = {sketch_size}: expected >= top_k = {top_k}")
+        self.plateau = PlateauMonitor(block_records)
+        self.trace = BoundedTrace()
+        self.step = 0
+        self.phase = "burn_in"
+        self.plateau_step = -1
+        self._window_start = -1
+        self._recorders: dict[int, NystromSketch | SubspaceMoments] = {}
+        self._mean_sum: dict[str, torch.Tensor] = {}
+        self._mean_count = 0
+        self._gen = torch.Generator(device="cpu").manual_seed(self.seed)
+
+    # -------------------------------------------------------------------- training-time interface
+
+    @property
+    def done(self) -> bool:
+        """Whether the window is complete (further :meth:`observe` calls are ignored)."""
+        return self.phase == "done"
+
+    def _params(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.model.named_parameters()}
+
+    def _reg(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if self.weight_decay == 0:
+            return torch.zeros((), dtype=self.x.dtype, device=self.x.device)
+        return (
+            0.5
+            * self.weight_decay
+            * sum((p**2).sum() for n, p in params.items() if self._trainable(n))
+        )
+
+    def _trainable(self, name: str) -> bool:
+        return name in self._trainable_names
+
+    def _full_loss(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        out = torch.func.functional_call(self.model, dict(params), (self.x,))
+        return self.loss_fn(out, self.y) + self._reg(params)
+
+    def train_loss(self) -> float:
+        """Training loss (with the weight-decay term) at the current weights."""
+        with torch.no_grad():
+            return float(self._full_loss(self._params()))
+
+    def observe(self) -> None:
+        """Call once after every optimizer step.
+
+        Raises
+        ------
+        MeasurementError
+            If the plateau test has not passed by ``steps − window`` (when ``steps`` is given).
+        """
+        if self.phase == "done":
+            return
+        self.step += 1
+        if self.step % self.every:
+            return
+        loss = self.train_loss()
+        if not math.isfinite(loss):
+            from sgdfluct.errors import DivergenceError
+
+            raise DivergenceError(
+                f"the training loss is {loss} at step {self.step}: SGD diverged; lower the "
+                "learning rate"
+            )
+        self.trace.add(self.step, loss)
+        if self.phase == "burn_in":
+            if self.plateau.add(loss):
+                self._start_window()
+            elif self.steps is not None and self.step > self.steps - self.window:
+                blocks = list(self.plateau.blocks)
+                raise MeasurementError(
+                    f"no plateau of the training loss by step {self.step} = steps - window "
+                    f"(last block means and errors: {[(round(m, 6), round(s, 6)) for m, s in blocks]}"
+                    "): the loss is still drifting. Raise sgd.steps, lower the learning rate, or, "
+                    "for cross-entropy on separable data (no stationary state: the weights grow "
+                    "for ever), add sgd.weight_decay or use model.loss = 'mse'"
+                )
+            return
+        self._record()
+
+    def _start_window(self) -> None:
+        self.phase = "window"
+        self.plateau_step = self.step
+        self._window_start = self.step
+        params = self._params()
+        for lay in self.layers:
+            w = _flat(params, lay)
+            if self.directions == "pca":
+                self._recorders[lay.index] = NystromSketch(w, self.sketch_size, self._gen)
+            else:
+                dirs = self._lanczos_layer(params, lay, min(self.top_k, lay.dim))
+                self._recorders[lay.index] = SubspaceMoments(
+                    w, torch.as_tensor(dirs, dtype=torch.float64, device=w.device)
+                )
+        self._mean_sum = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
+        self._record()
+
+    def _record(self) -> None:
+        params = self._params()
+        for lay in self.layers:
+            self._recorders[lay.index].update(_flat(params, lay))
+        for n, p in params.items():
+            self._mean_sum[n].add_(p.to(torch.float64))
+        self._mean_count += 1
+        if self.step - self._window_start >= self.window - self.every:
+            self.phase = "done"
+
+    def recorder_bytes(self) -> int:
+        """Memory of the streaming recorders and window means (bytes)."""
+        return sum(r.nbytes() for r in self._recorders.values()) + 8 * sum(
+            t.numel() for t in self._mean_sum.values()
+        )
+
+    # -------------------------------------------------------------------- Hessian machinery
+
+    def _hvp_batch(
+        self, params: Mapping[str, torch.Tensor], tangents: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        grad_fn = torch.func.grad(self._full_loss)
+
+        def one(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return torch.func.jvp(grad_fn, (dict(params),), (t,))[1]
+
+        return torch.func.vmap(one)(dict(tangents))
+
+    def _layer_tangents(
+        self, params: Mapping[str, torch.Tensor], lay: _Layer, vecs: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        b = vecs.shape[0]
+        tangents = {
+            n: torch.zeros((b, *p.shape), dtype=p.dtype, device=p.device) for n, p in params.items()
+        }
+        tangents.update(_unflat(vecs.to(self.x.dtype), lay))
+        return tangents
+
+    def _lanczos_layer(self, params: Mapping[str, torch.Tensor], lay: _Layer, k: int) -> Array:
+        """Top-k eigenvectors (k, d_l) of the layer's Hessian block (ARPACK Lanczos on HVPs)."""
+        import scipy.sparse.linalg as spla
+
+        d = lay.dim
+
+        def matmat(v: Array) -> Array:
+            vt = torch.as_tensor(np.asarray(v).T, dtype=self.x.dtype, device=self.x.device)
+            out = []
+            for c in range(0, vt.shape[0], _HVP_CHUNK):
+                hv = self._hvp_batch(
+                    params, self._layer_tangents(params, lay, vt[c : c + _HVP_CHUNK])
+                )
+                out.append(
+                    torch.cat([hv[n].reshape(hv[n].shape[0], -1) for n in lay.param_names], 1)
+                )
+            return torch.cat(out).T.to(torch.float64).cpu().numpy()
+
+        if k >= d - 1 or d <= 64:
+            hmat = matmat(np.eye(d))
+            evals, evecs = np.linalg.eigh(0.5 * (hmat + hmat.T))
+            return evecs[:, ::-1][:, :k].T.copy()
+        op = spla.LinearOperator(
+            (d, d), matvec=lambda v: matmat(v[:, None])[:, 0], matmat=matmat, dtype=float
+        )
+        v0 = np.random.default_rng(self.seed).standard_normal(d)
+        evals, evecs = spla.eigsh(op, k=k, which="LA", v0=v0, tol=1e-6)
+        order = np.argsort(evals)[::-1]
+        return evecs[:, order].T.copy()
+
+    def _lambda_max(self, params: Mapping[str, torch.Tensor]) -> float:
+        """Largest Hessian eigenvalue (all parameters), by Lanczos (dense for small models)."""
+        import scipy.sparse.linalg as spla
+
+        names = [n for lay in self.all_layers for n in lay.param_names]
+        shapes = [params[n].shape for n in names]
+        sizes = [math.prod(s) for s in shapes]
+        d = sum(sizes)
+
+        def matmat(v: Array) -> Array:
+            vt = torch.as_tensor(np.asarray(v).T, dtype=self.x.dtype, device=self.x.device)
+            out = []
+            for c in range(0, vt.shape[0], _HVP_CHUNK):
+                chunk = vt[c : c + _HVP_CHUNK]
+                parts = torch.split(chunk, sizes, dim=1)
+                tangents = {
+                    n: p.reshape(chunk.shape[0], *s)
+                    for n, p, s in zip(names, parts, shapes, strict=True)
+                }
+                for n, p in params.items():
+                    tangents.setdefault(
+                        n, torch.zeros((chunk.shape[0], *p.shape), dtype=p.dtype, device=p.device)
+                    )
+                hv = self._hvp_batch(params, tangents)
+                out.append(torch.cat([hv[n].reshape(chunk.shape[0], -1) for n in names], 1))
+            return torch.cat(out).T.to(torch.float64).cpu().numpy()
+
+        if d <= 64:
+            hmat = matmat(np.eye(d))
+            return float(np.linalg.eigvalsh(0.5 * (hmat + hmat.T))[-1])
+        op = spla.LinearOperator(
+            (d, d), matvec=lambda v: matmat(v[:, None])[:, 0], matmat=matmat, dtype=float
+        )
+        v0 = np.random.default_rng(self.seed + 1).standard_normal(d)
+        return float(spla.eigsh(op, k=1, which="LA", v0=v0, tol=1e-4, ncv=min(d, 24))[0][0])
+
+    def projected_hessian(self, layer: int, directions: Array) -> Array:
+        """``P H_ll Pᵀ`` (k, k) at the current weights for rows ``P`` (k, d_l) of one layer.
+
+        H is the Hessian of the full training loss with its weight-decay term, by
+        Hessian-vector products (``torch.func.jvp`` of ``torch.func.grad``).
+        """
+        lay = self._layer(layer)
+        params = self._params()
+        p = torch.as_tensor(np.atleast_2d(directions), dtype=self.x.dtype, device=self.x.device)
+        if p.shape[1] != lay.dim:
+            raise ConfigError(f"directions have {p.shape[1]} columns: layer {layer} has {lay.dim}")
+        hv = self._hvp_batch(params, self._layer_tangents(params, lay, p))
+        flat = torch.cat([hv[n].reshape(p.shape[0], -1) for n in lay.param_names], 1)
+        return (flat @ p.T).to(torch.float64).cpu().numpy()
+
+    def _layer(self, layer: int) -> _Layer:
+        for lay in self.all_layers:
+            if lay.index == layer:
+                return lay
+        raise ConfigError(f"layer = {layer}: expected an integer in [1, {len(self.all_layers)}]")
+
+    # -------------------------------------------------------------------- analysis
+
+    def analyze(self) -> ProbeRun:
+        """Analyse the window at its mean ``w̄`` (docs/theory.md §11).
+
+        Per layer along its k directions: variances; curvature ``k_i = p_iᵀ H p_i`` (HVP,
+        ``torch.func``; H of the loss with its weight-decay term); loss profiles on the full
+        training set and the Feng–Tu flatness (grid of :data:`PROFILE_POINTS` points widened by
+        doubling until both crossings of ``factor · L_0`` are bracketed, then
+        :data:`BISECTION_STEPS` bisections; the first crossing on either side of 0 on the grid);
+        projected noise ``C_k`` from per-sample gradients (``torch.func.vmap(grad)``);
+        temperature; ψ on all directions and on the sharp ones (:func:`sgdfluct.landscape.fit_ivfr`,
+        bootstrap over directions); the drift share; the subspace theory.
+
+        Drift share: with ``P`` the probed directions of all layers (orthonormal, K columns) and
+        ``H_K = Pᵀ H P = E diag(θ) Eᵀ``, the near-null eigenvectors are those with
+        ``|θ_j| <= NEAR_NULL_RTOL · λ_max(H)``; the share of direction i is
+        ``Σ_{j near-null} E_ij²`` — the Rayleigh–Ritz estimate of its weight in the null space of
+        H (symmetry orbits of deep linear nets or ReLU rescalings span several layers, which the
+        joint ``H_K`` sees).
+
+        Subspace theory (docs §5 in the subspace): the additive discrete-time equation
+        ``H_k M + M H_k − η H_k M H_k = f_S η C_k`` with the projected k×k blocks
+        (:func:`sgdfluct.theory.lyapunov.discrete_additive_covariance`; the multiplicative term
+        ``K(M) − HMH`` of the exact single-layer equation has no general form for a nonlinear
+        network and is dropped), compared with the measured covariance in the same basis.
+
+        Raises
+        ------
+        MeasurementError
+            If the window is not complete.
+        """
+        if self.phase != "done":
+            need = (
+                "the plateau test has not passed yet"
+                if self.phase == "burn_in"
+                else f"the window has {self.step - self._window_start} of {self.window} steps"
+            )
+            raise MeasurementError(
+                f"probe.analyze(): {need} (at step {self.step}); train longer before analysing"
+            )
+        t0 = time.perf_counter()
+        notes: list[str] = []
+        dtype = self.x.dtype
+        params = {n: (s / self._mean_count).to(dtype) for n, s in self._mean_sum.items()}
+        with torch.no_grad():
+            loss0 = float(self._full_loss(params))
+        lam_max = self._lambda_max(params)
+
+        # directions and measured covariances
+        dirs: dict[int, Array] = {}
+        meas: dict[int, Array] = {}
+        exact: dict[int, bool] = {}
+        for lay in self.layers:
+            rec = self._recorders[lay.index]
+            k = min(self.top_k, lay.dim)
+            if isinstance(rec, NystromSketch):
+                var, p = rec.top(k)
+                dirs[lay.index], meas[lay.index] = p, np.diag(var)
+                exact[lay.index] = rec.exact
+            else:
+                dirs[lay.index] = rec.directions.cpu().numpy()
+                meas[lay.index] = rec.covariance()
+                exact[lay.index] = True
+        order = [lay.index for lay in self.layers]
+        sizes = [dirs[i].shape[0] for i in order]
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        big_k = int(offsets[-1])
+
+        # joint projected Hessian H_K (K x K) from HVPs
+        h_k = np.zeros((big_k, big_k))
+        p_t = {i: torch.as_tensor(dirs[i], dtype=dtype, device=self.x.device) for i in order}
+        for a, lay in enumerate(self.layers):
+            pa = p_t[lay.index]
+            for c in range(0, pa.shape[0], _HVP_CHUNK):
+                chunk = pa[c : c + _HVP_CHUNK]
+                hv = self._hvp_batch(params, self._layer_tangents(params, lay, chunk))
+                for b, lb in enumerate(self.layers):
+                    flat = torch.cat([hv[n].reshape(chunk.shape[0], -1) for n in lb.param_names], 1)
+                    rows = slice(offsets[a] + c, offsets[a] + c + chunk.shape[0])
+                    h_k[rows, offsets[b] : offsets[b + 1]] = (
+                        (flat @ p_t[lb.index].T).to(torch.float64).cpu().numpy()
+                    )
+        h_k = 0.5 * (h_k + h_k.T)
+
+        # joint projected noise C_K (K x K) from per-sample gradients
+        def sample_loss(p: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor) -> Any:
+            out = torch.func.functional_call(self.model, p, (xs.unsqueeze(0),))
+            return self.loss_fn(out, ys.unsqueeze(0))
+
+        ps_grad = torch.func.vmap(torch.func.grad(sample_loss), in_dims=(None, 0, 0))
+        gsum = np.zeros(big_k)
+        ggt = np.zeros((big_k, big_k))
+        for c in range(0, self.n_train, _SAMPLE_CHUNK):
+            g = ps_grad(params, self.x[c : c + _SAMPLE_CHUNK], self.y[c : c + _SAMPLE_CHUNK])
+            proj = (
+                torch.cat(
+                    [
+                        torch.cat([g[n].reshape(g[n].shape[0], -1) for n in lay.param_names], 1)
+                        @ p_t[lay.index].T
+                        for lay in self.layers
+                    ],
+                    1,
+                )
+                .to(torch.float64)
+                .cpu()
+                .numpy()
+            )
+            gsum += proj.sum(0)
+            ggt += proj.T @ proj
+        gbar = gsum / self.n_train
+        c_k = ggt / self.n_train - np.outer(gbar, gbar)
+        c_k = 0.5 * (c_k + c_k.T)
+
+        # drift share from the joint compressed Hessian
+        theta, evec = np.linalg.eigh(h_k)
+        null = np.abs(theta) <= NEAR_NULL_RTOL * lam_max
+        drift = (evec[:, null] ** 2).sum(axis=1)
+
+        gen = np.random.default_rng(self.seed)
+        results = []
+        for a, lay in enumerate(self.layers):
+            sl = slice(offsets[a], offsets[a + 1])
+            results.append(
+                self._layer_result(
+                    lay,
+                    params,
+                    loss0,
+                    lam_max,
+                    dirs[lay.index],
+                    meas[lay.index],
+                    h_k[sl, sl],
+                    c_k[sl, sl],
+                    drift[sl],
+                    exact[lay.index],
+                    gen,
+                )
+            )
+
+        test_loss, test_acc = self._test_metrics(params)
+        if self.sampling == "epoch_shuffle":
+            notes.append(
+                "sampling = 'epoch_shuffle': f_S is the without-replacement value, an "
+                "approximation (docs §3)"
+            )
+        steps_arr, loss_arr = self.trace.arrays()
+        blocks = np.asarray(self.plateau.history, dtype=float).reshape(-1, 2)
+        return ProbeRun(
+            layers=tuple(results),
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
+            sampling=self.sampling,
+            batch_factor=self.f_s,
+            weight_decay=self.weight_decay,
+            window=self.window,
+            every=self.every,
+            directions=self.directions,
+            flatness_factor=self.flatness_factor,
+            plateau_step=self.plateau_step,
+            plateau_blocks=blocks,
+            steps_observed=self.step,
+            loss0=loss0,
+            lambda_max=lam_max,
+            train_steps=steps_arr,
+            train_loss=loss_arr,
+            test_loss=test_loss,
+            test_accuracy=test_acc,
+            inputs=self.x.detach().cpu().numpy(),
+            targets=self.y.detach().cpu().numpy(),
+            recorder_bytes=self.recorder_bytes(),
+            analysis_seconds=time.perf_counter() - t0,
+            notes=tuple(notes),
+        )
+
+    def _test_metrics(self, params: Mapping[str, torch.Tensor]) -> tuple[float, float]:
+        if self.test_data is None or self.test_data[0].shape[0] == 0:
+            return math.nan, math.nan
+        xt, yt = self.test_data
+        with torch.no_grad():
+            out = torch.func.functional_call(self.model, dict(params), (xt,))
+            loss = float(self.loss_fn(out, yt))
+            if self.task == "classification":
+                acc = float((out.argmax(-1) == yt).to(torch.float64).mean())
+            elif self.task == "one_hot":
+                acc = float((out.argmax(-1) == yt.argmax(-1)).to(torch.float64).mean())
+            else:
+                acc = math.nan
+        return loss, acc
+
+    def _profiles(
+        self, params: Mapping[str, torch.Tensor], lay: _Layer, p: torch.Tensor, s: torch.Tensor
+    ) -> Array:
+        """``L(w̄ + s_ij p_i)`` for directions p (k, d_l) and offsets s (k, m); returns (k, m)."""
+        k, m = s.shape
+        deltas = (s[:, :, None] * p[:, None, :]).reshape(k * m, -1)
+
+        def at(delta: torch.Tensor) -> torch.Tensor:
+            moved = dict(params)
+            for n, v in _unflat(delta, lay).items():
+                moved[n] = params[n] + v
+            return self._full_loss(moved)
+
+        out = []
+        with torch.no_grad():
+            for c in range(0, deltas.shape[0], _PROFILE_CHUNK):
+                out.append(torch.func.vmap(at)(deltas[c : c + _PROFILE_CHUNK]))
+        return torch.cat(out).reshape(k, m).to(torch.float64).cpu().numpy()
+
+    def _flatness(
+        self,
+        params: Mapping[str, torch.Tensor],
+        lay: _Layer,
+        p: torch.Tensor,
+        loss0: float,
+        curv: Array,
+        var: Array,
+    ) -> tuple[Array, Array, Array]:
+        """Flatness (k,), profile offsets (k, m) and profiles (k, m) along the rows of p."""
+        k = p.shape[0]
+        level = self.flatness_factor * loss0
+        grid = np.linspace(-1.0, 1.0, PROFILE_POINTS)
+        mid = PROFILE_POINTS // 2
+        # initial half-range: 1.5 x the quadratic crossing (slope ignored), else 10 sigma
+        quad = np.sqrt(2.0 * (self.flatness_factor - 1.0) * loss0 / np.where(curv > 0, curv, 1.0))
+        scale = np.where(curv > 0, 1.5 * quad, 10.0 * np.sqrt(np.maximum(var, 1e-300)))
+        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+        prof = np.full((k, PROFILE_POINTS), np.nan)
+        todo = np.arange(k)
+        for _ in range(MAX_DOUBLINGS):
+            if todo.size == 0:
+                break
+            s = torch.as_tensor(
+                scale[todo, None] * grid[None, :], dtype=self.x.dtype, device=self.x.device
+            )
+            vals = self._profiles(params, lay, p[todo], s)
+            prof[todo] = vals
+            above = vals > level
+            ok = above[:, :mid].any(1) & above[:, mid + 1 :].any(1)
+            scale[todo[~ok]] *= 2.0
+            todo = todo[~ok]
+        flat = np.full(k, np.nan)
+        good = np.setdiff1d(np.arange(k), todo)
+        if good.size:
+            lo_in = np.zeros(good.size)
+            hi_in = np.zeros(good.size)
+            lo_out = np.zeros(good.size)
+            hi_out = np.zeros(good.size)
+            for j, i in enumerate(good):
+                above = prof[i] > level
+                r = mid + 1 + int(np.argmax(above[mid + 1 :]))
+                left = mid - 1 - int(np.argmax(above[:mid][::-1]))
+                hi_in[j], hi_out[j] = grid[r - 1] * scale[i], grid[r] * scale[i]
+                lo_in[j], lo_out[j] = grid[left + 1] * scale[i], grid[left] * scale[i]
+            pg = p[good]
+            for _ in range(BISECTION_STEPS):
+                mids = np.stack([0.5 * (hi_in + hi_out), 0.5 * (lo_in + lo_out)], 1)
+                vals = self._profiles(
+                    params, lay, pg, torch.as_tensor(mids, dtype=self.x.dtype, device=self.x.device)
+                )
+                up = vals[:, 0] > level
+                hi_out = np.where(up, mids[:, 0], hi_out)
+                hi_in = np.where(up, hi_in, mids[:, 0])
+                up = vals[:, 1] > level
+                lo_out = np.where(up, mids[:, 1], lo_out)
+                lo_in = np.where(up, lo_in, mids[:, 1])
+            flat[good] = 0.5 * (hi_in + hi_out) - 0.5 * (lo_in + lo_out)
+        return flat, scale[:, None] * grid[None, :], prof
+
+    def _fit(self, var: Array, flat: Array, gen: np.random.Generator) -> dict[str, Any]:
+        ok = np.isfinite(flat) & (flat > 0) & (var > 0)
+        out: dict[str, Any] = {
+            "n": int(ok.sum()),
+            "psi": None,
+            "psi_ci": None,
+            "psi_stderr": None,
+            "spearman": None,
+            "spearman_pvalue": None,
+        }
+        if ok.sum() < 3:
+            out["note"] = f"{int(ok.sum())} direction(s) with finite flatness: fit needs >= 3"
+            return out
+        try:
+            fit = fit_ivfr(var[ok], flat[ok], bootstrap=self.bootstrap, rng=gen)
+        except ValueError as exc:
+            out["note"] = str(exc)
+            return out
+        rho, pval = spearman(var[ok], flat[ok])
+        out.update(
+            psi=fit.psi,
+            psi_ci=[fit.psi_ci[0], fit.psi_ci[1]],
+            psi_stderr=fit.psi_stderr,
+            spearman=_none(rho),
+            spearman_pvalue=_none(pval),
+        )
+        return out
+
+    def _layer_result(
+        self,
+        lay: _Layer,
+        params: Mapping[str, torch.Tensor],
+        loss0: float,
+        lam_max: float,
+        directions: Array,
+        measured: Array,
+        h_l: Array,
+        c_l: Array,
+        drift: Array,
+        exact: bool,
+        gen: np.random.Generator,
+    ) -> LayerResult:
+        notes: list[str] = []
+        var = np.clip(np.diag(measured).copy(), 0.0, None)
+        curv = np.diag(h_l).copy()
+        noise = np.clip(np.diag(c_l).copy(), 0.0, None)
+        eta, fs = self.learning_rate, self.f_s
+        with np.errstate(divide="ignore", invalid="ignore"):
+            temp = np.where(
+                curv > 0, fs * eta * noise / (2.0 * np.where(curv > 0, curv, 1.0)), np.nan
+            )
+        if np.any(curv <= 0):
+            notes.append(
+                f"{int(np.sum(curv <= 0))} direction(s) with curvature <= 0: temperature "
+                "undefined (null)"
+            )
+        p = torch.as_tensor(directions, dtype=self.x.dtype, device=self.x.device)
+        flat, offs, prof = self._flatness(params, lay, p, loss0, curv, var)
+        if np.any(~np.isfinite(flat)):
+            notes.append(
+                f"{int(np.sum(~np.isfinite(flat)))} direction(s) stay below factor * L_0 after "
+                f"{MAX_DOUBLINGS} doublings: flatness unbounded (NaN)"
+            )
+        sharp = (curv >= WELL_ABOVE_ZERO_RTOL * lam_max) & (drift < DRIFT_SHARE_MAX)
+        ivfr_all = self._fit(var, flat, gen)
+        ivfr_sharp = self._fit(np.where(sharp, var, 0.0), np.where(sharp, flat, np.nan), gen)
+        pos = curv > 0
+        rho_tk = math.nan
+        if pos.sum() >= 3:
+            rho_tk = spearman(curv[pos], temp[pos])[0]
+        commut = relative_commutator(h_l, c_l)
+        m_th = np.full_like(h_l, np.nan)
+        err = math.nan
+        try:
+            m_th = discrete_additive_covariance(h_l, c_l, learning_rate=eta, batch_factor=fs)
+            err = float(np.linalg.norm(m_th - measured) / np.linalg.norm(measured))
+        except ValueError as exc:
+            notes.append(f"subspace theory undefined: {exc}")
+        k_min = float(curv[sharp].min()) if sharp.any() else math.nan
+        relax = self.window * eta * k_min
+        if math.isfinite(relax) and relax < WINDOW_RELAXATIONS:
+            notes.append(
+                f"window = {self.window} steps is {relax:.3g} relaxation times 1/(eta k_min) of "
+                f"the sharp directions (k_min = {k_min:.3g}); {WINDOW_RELAXATIONS:g} wanted: "
+                "slow directions are under-sampled"
+            )
+        if not exact:
+            notes.append(
+                f"streaming Nyström sketch (d = {lay.dim} > sketch size {self.sketch_size}): "
+                "top variances are lower bounds, tight when the spectrum decays"
+            )
+        return LayerResult(
+            layer=lay.index,
+            name=lay.name,
+            n_params=lay.dim,
+            directions=directions,
+            variances=var,
+            weight_cov_measured=measured,
+            curvature=curv,
+            flatness=flat,
+            profile_offsets=offs,
+            loss_profile=prof,
+            noise_var=noise,
+            hessian_proj=h_l,
+            noise_proj=c_l,
+            temperature=temp,
+            drift_share=drift,
+            sharp=sharp,
+            weight_cov_theory=m_th,
+            ivfr_all=ivfr_all,
+            ivfr_sharp=ivfr_sharp,
+            spearman_temperature_curvature=float(rho_tk),
+            commutator=float(commut),
+            theory_error=err,
+            window_relaxations=float(relax),
+            sketch_exact=exact,
+            notes=tuple(notes),
+        )

@@ -1,0 +1,279 @@
+"""Streaming statistics of the probe: bounded memory, independent of the training length.
+
+* :class:`NystromSketch` — streaming randomized PCA of one layer's thinned weights (docs/theory.md
+  §11): memory O(ℓ d) for a sketch of ℓ columns, never O(d²) (exact PCA when d <= ℓ).
+* :class:`SubspaceMoments` — exact covariance of the weights projected on k fixed directions.
+* :class:`PlateauMonitor` / :func:`plateau_test` — the stationarity test of docs/theory.md §11.
+* :class:`BoundedTrace` — a loss trace of at most ``max_len`` points (pairwise averaging).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+__all__ = [
+    "PLATEAU_SUB_BLOCKS",
+    "BoundedTrace",
+    "NystromSketch",
+    "PlateauMonitor",
+    "SubspaceMoments",
+    "plateau_test",
+]
+
+Array = NDArray[np.float64]
+
+#: sub-blocks per plateau block: the standard error of a block mean is the scatter of its
+#: sub-block means / sqrt(10) (batch means), robust to autocorrelation shorter than a sub-block
+PLATEAU_SUB_BLOCKS = 10
+
+
+class NystromSketch:
+    """Streaming single-pass Nyström sketch of the centered covariance of a vector stream.
+
+    Parameters
+    ----------
+    reference : (d,) tensor
+        The first snapshot ``w_0``; deviations ``u_t = w_t - w_0`` are accumulated.
+    sketch_size : int
+        ``ℓ``, the number of random test vectors (``ℓ >= k``; ``2k + 20`` by default in the probe).
+    generator : torch.Generator
+        Draws the Gaussian test matrix.
+
+    Notes
+    -----
+    Tropp, Yurtsever, Udell & Cevher, "Fixed-rank approximation of a positive-semidefinite matrix
+    from streaming data" (NeurIPS 2017), Algorithm 3. With an orthonormal test matrix ``Ω`` (d×ℓ)
+    the stream updates ``Y += u_t (u_tᵀ Ω)`` and ``s += u_t`` (O(ℓ d) memory and work per
+    snapshot). The centered sample covariance ``Σ = (Σ_t u_t u_tᵀ − n m mᵀ)/(n − 1)`` with
+    ``m = s/n`` is linear in the accumulators, so its sketch ``ΣΩ = (Y − n m (mᵀΩ))/(n − 1)`` is
+    exact whatever the mean (centering at the window mean, no second pass). The Nyström
+    approximation ``Σ̂ = (ΣΩ)(ΩᵀΣΩ)⁺(ΣΩ)ᵀ`` satisfies ``0 ⪯ Σ̂ ⪯ Σ``; its top eigenpairs are the
+    PCA. When ``d <= ℓ`` the test matrix is the identity and ``ΣΩ = Σ``: the PCA is exact.
+    Otherwise the top variances are underestimated by at most the spectral tail beyond rank ℓ
+    (Tropp et al., Theorem 4.1); reported as ``exact = False``.
+    """
+
+    def __init__(
+        self, reference: torch.Tensor, sketch_size: int, generator: torch.Generator
+    ) -> None:
+        ref = reference.detach().to(torch.float64).reshape(-1).clone()
+        self.dim = int(ref.numel())
+        self.exact = self.dim <= sketch_size
+        self.reference = ref
+        if self.exact:
+            self.omega = None
+            self.y = torch.zeros(self.dim, self.dim, dtype=torch.float64, device=ref.device)
+        else:
+            gauss = torch.randn(
+                self.dim, sketch_size, generator=generator, dtype=torch.float64, device="cpu"
+            ).to(ref.device)
+            self.omega, _ = torch.linalg.qr(gauss)
+            self.y = torch.zeros(self.dim, sketch_size, dtype=torch.float64, device=ref.device)
+        self.total = torch.zeros(self.dim, dtype=torch.float64, device=ref.device)
+        self.count = 0
+
+    def update(self, weights: torch.Tensor) -> None:
+        """Add one snapshot (d,)."""
+        u = weights.detach().to(torch.float64).reshape(-1) - self.reference
+        proj = u if self.omega is None else u @ self.omega
+        self.y.add_(torch.outer(u, proj))
+        self.total.add_(u)
+        self.count += 1
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Window mean of the stream (d,)."""
+        return self.reference + self.total / max(self.count, 1)
+
+    def nbytes(self) -> int:
+        n = self.y.numel() + self.total.numel() + self.reference.numel()
+        if self.omega is not None:
+            n += self.omega.numel()
+        return 8 * n
+
+    def top(self, k: int) -> tuple[Array, Array]:
+        """Top-``k`` PCA: ``(variances (k,), directions (k, d))``, decreasing variance."""
+        n = self.count
+        if n < 2:
+            raise ValueError(f"the sketch holds {n} snapshot(s): expected >= 2")
+        m = self.total / n
+        if self.omega is None:
+            cov = (self.y - n * torch.outer(m, m)) / (n - 1)
+            cov = 0.5 * (cov + cov.T)
+            evals, evecs = torch.linalg.eigh(cov)
+            evals = evals.flip(0)[:k].clamp_min(0.0)
+            evecs = evecs.flip(1)[:, :k]
+            return evals.cpu().numpy(), evecs.T.cpu().numpy()
+        om = self.omega
+        y = (self.y - n * torch.outer(m, m @ om)) / (n - 1)
+        nu = math.sqrt(self.dim) * torch.finfo(torch.float64).eps * float(torch.linalg.norm(y))
+        y_nu = y + nu * om
+        b = om.T @ y_nu
+        b = 0.5 * (b + b.T)
+        try:
+            chol = torch.linalg.cholesky(b, upper=True)
+            f = torch.linalg.solve_triangular(chol, y_nu, upper=True, left=False)
+        except RuntimeError:  # numerically singular core: pseudo-inverse square root
+            ev, vec = torch.linalg.eigh(b)
+            keep = ev > ev.max() * 1e-12
+            f = y_nu @ vec[:, keep] / torch.sqrt(ev[keep])
+        u, s, _ = torch.linalg.svd(f, full_matrices=False)
+        lam = (s**2 - nu).clamp_min(0.0)
+        return lam[:k].cpu().numpy(), u[:, :k].T.cpu().numpy()
+
+
+class SubspaceMoments:
+    """Exact streaming covariance of ``P (w_t − w_0)`` for fixed orthonormal rows ``P`` (k×d).
+
+    Notes
+    -----
+    Memory O(k d) for ``P`` plus O(d) for the window mean; the k×k covariance is exact
+    (``ddof = 1``), so along fixed directions (``directions = "hessian"``) the measured variances
+    have no sketch error.
+    """
+
+    def __init__(self, reference: torch.Tensor, directions: torch.Tensor) -> None:
+        self.reference = reference.detach().to(torch.float64).reshape(-1).clone()
+        self.directions = directions.to(torch.float64)
+        k = directions.shape[0]
+        dev = self.reference.device
+        self.total = torch.zeros_like(self.reference)
+        self.zsum = torch.zeros(k, dtype=torch.float64, device=dev)
+        self.zz = torch.zeros(k, k, dtype=torch.float64, device=dev)
+        self.count = 0
+
+    def update(self, weights: torch.Tensor) -> None:
+        u = weights.detach().to(torch.float64).reshape(-1) - self.reference
+        z = self.directions @ u
+        self.total.add_(u)
+        self.zsum.add_(z)
+        self.zz.add_(torch.outer(z, z))
+        self.count += 1
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.reference + self.total / max(self.count, 1)
+
+    def nbytes(self) -> int:
+        return 8 * (self.directions.numel() + 2 * self.reference.numel() + self.zz.numel())
+
+    def covariance(self) -> Array:
+        n = self.count
+        if n < 2:
+            raise ValueError(f"the recorder holds {n} snapshot(s): expected >= 2")
+        m = self.zsum / n
+        cov = (self.zz - n * torch.outer(m, m)) / (n - 1)
+        return (0.5 * (cov + cov.T)).cpu().numpy()
+
+
+def plateau_test(block_means: Array, block_stderrs: Array) -> bool:
+    """The stationarity test of docs/theory.md §11 on the last three blocks of the training loss.
+
+    Parameters
+    ----------
+    block_means, block_stderrs : (>= 3,) arrays
+        Means of consecutive blocks of the recorded training loss and their standard errors
+        (batch means: the scatter of :data:`PLATEAU_SUB_BLOCKS` sub-block means / sqrt(10)).
+
+    Returns
+    -------
+    bool
+        True iff over the last two consecutive block pairs the change of the block mean is smaller
+        than its standard error: ``|m_{b+1} − m_b| < sqrt(se_b² + se_{b+1}²)`` for both pairs
+        of the last three blocks.
+
+    Notes
+    -----
+    For a stationary loss each change is ~N(0, se²), so the test passes with probability
+    ≈ 0.68² ≈ 0.5 per check and a stationary run passes within a few blocks; a loss still
+    falling by more than its noise per block fails it.
+    """
+    m = np.asarray(block_means, dtype=float)
+    s = np.asarray(block_stderrs, dtype=float)
+    if m.shape != s.shape or m.ndim != 1 or m.size < 3:
+        raise ValueError(f"plateau_test needs >= 3 blocks, got {m.shape} and {s.shape}")
+    m3, s3 = m[-3:], s[-3:]
+    for a, b in ((0, 1), (1, 2)):
+        if not abs(m3[b] - m3[a]) < math.hypot(s3[a], s3[b]):
+            return False
+    return True
+
+
+@dataclass
+class PlateauMonitor:
+    """Streaming block means for :func:`plateau_test` (O(1) memory).
+
+    Parameters
+    ----------
+    block_records : int
+        Loss records per block (>= 2 per sub-block).
+    """
+
+    block_records: int
+
+    def __post_init__(self) -> None:
+        self.sub_len = max(1, self.block_records // PLATEAU_SUB_BLOCKS)
+        self._sub_sum = 0.0
+        self._sub_n = 0
+        self._subs: list[float] = []
+        self.blocks: deque[tuple[float, float]] = deque(maxlen=3)
+        self.history: list[tuple[float, float]] = []
+
+    def add(self, loss: float) -> bool:
+        """Add one loss record; True when a block just completed and the test passes."""
+        self._sub_sum += loss
+        self._sub_n += 1
+        if self._sub_n < self.sub_len:
+            return False
+        self._subs.append(self._sub_sum / self._sub_n)
+        self._sub_sum, self._sub_n = 0.0, 0
+        if len(self._subs) < PLATEAU_SUB_BLOCKS:
+            return False
+        subs = np.asarray(self._subs)
+        self._subs = []
+        block = (float(subs.mean()), float(subs.std(ddof=1) / math.sqrt(subs.size)))
+        self.blocks.append(block)
+        if len(self.history) < 10_000:
+            self.history.append(block)
+        if len(self.blocks) < 3:
+            return False
+        means, ses = zip(*self.blocks, strict=True)
+        return plateau_test(np.asarray(means), np.asarray(ses))
+
+
+class BoundedTrace:
+    """``(step, value)`` records, at most ``max_len``: when full, pairs are averaged.
+
+    Memory is O(max_len) whatever the training length; the stride doubles at each halving.
+    """
+
+    def __init__(self, max_len: int = 4096) -> None:
+        self.max_len = max_len
+        self.steps: list[float] = []
+        self.values: list[float] = []
+        self.stride = 1
+        self._pending: list[tuple[float, float]] = []
+
+    def add(self, step: int, value: float) -> None:
+        self._pending.append((float(step), float(value)))
+        if len(self._pending) < self.stride:
+            return
+        st, va = zip(*self._pending, strict=True)
+        self._pending = []
+        self.steps.append(float(np.mean(st)))
+        self.values.append(float(np.mean(va)))
+        if len(self.values) >= self.max_len:
+            self.steps = list(0.5 * (np.asarray(self.steps[0::2]) + np.asarray(self.steps[1::2])))
+            self.values = list(
+                0.5 * (np.asarray(self.values[0::2]) + np.asarray(self.values[1::2]))
+            )
+            self.stride *= 2
+
+    def arrays(self) -> tuple[Array, Array]:
+        return np.asarray(self.steps), np.asarray(self.values)
