@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import itertools
 import time
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sgdfluct import networks
 from sgdfluct.errors import ConfigError, DivergenceError
-from sgdfluct.simulate import _cpu, _kernels  # noqa: F401  (_cpu registers numpy and numba)
+from sgdfluct.simulate import _cpu, _kernels, _torch  # noqa: F401  (registrations)
 from sgdfluct.simulate._registry import DEVICES, DTYPES, Problem, get_engine, layer_layout
 from sgdfluct.simulate._sampling import IndexStream, replica_seeds
-from sgdfluct.simulate._stats import StreamingMoments
+from sgdfluct.simulate._stats import (
+    PAIR_MAX,
+    RECORD_BYTES,
+    STATS_BYTES,
+    SUBSPACE_RANK,
+    RecordMoments,
+    StreamingMoments,
+    SubspaceMoments,
+    SubspaceStatistics,
+    streaming_bytes,
+)
 
 __all__ = ["DivergenceError", "SimulationResult", "auto_engine", "simulate"]
 
@@ -33,13 +45,18 @@ GROWTH_BOUND = 1e6
 class SimulationResult:
     """Stationary statistics of a multi-replica SGD run.
 
+    The statistics (``mean`` .. ``replica_means``) are read from ``moments``; with
+    ``statistics == "records"`` each is computed on first access (a standard error nobody reads
+    costs nothing). With ``statistics == "subspace"`` the d x d fields are ``None`` and
+    ``subspace`` holds the top-k covariance.
+
     Attributes
     ----------
     mean : ndarray (d,)
         Stationary mean over replicas and recorded steps.
     mean_stderr : ndarray (d,)
         Batch-means standard error of ``mean``.
-    cov : ndarray (d, d)
+    cov : ndarray (d, d) or None
         Stationary covariance about ``mean``, pooled over replicas and records.
     cov_stderr : ndarray (d, d)
         Batch-means standard error of every entry of ``cov`` (records of each replica cut into
@@ -71,18 +88,16 @@ class SimulationResult:
     dtype : str
         The engine's floating-point type (``"float64"`` or ``"float32"``); the statistics are
         accumulated in float64 either way.
+    statistics : {"streaming", "records", "subspace"}
+        How the statistics were kept: d x d streaming accumulators, the (few) records with lazy
+        moments, or a top-k subspace sketch (above the memory budget; see ``subspace.note``).
+    subspace : SubspaceStatistics or None
+        Top-k eigenpairs of the covariance (``statistics == "subspace"`` only).
     diverged : bool
         Always False (divergence raises :class:`DivergenceError`); kept for the result contract.
     """
 
-    mean: Array
-    mean_stderr: Array
-    cov: Array
-    cov_stderr: Array
-    lag1: Array
-    lag1_stderr: Array
-    lag1_antisym_stderr: Array
-    replica_means: Array
+    moments: Any = field(repr=False, compare=False)
     n_records: int
     trajectory: Array | None
     trajectory_steps: NDArray[np.int64] | None
@@ -91,7 +106,21 @@ class SimulationResult:
     seconds: float
     device: str = "cpu"
     dtype: str = "float64"
+    statistics: str = "streaming"
     diverged: bool = False
+
+    mean = property(lambda self: self.moments.mean)
+    mean_stderr = property(lambda self: self.moments.mean_stderr)
+    cov = property(lambda self: self.moments.cov)
+    cov_stderr = property(lambda self: self.moments.cov_stderr)
+    lag1 = property(lambda self: self.moments.lag1)
+    lag1_stderr = property(lambda self: self.moments.lag1_stderr)
+    lag1_antisym_stderr = property(lambda self: self.moments.lag1_antisym_stderr)
+    replica_means = property(lambda self: self.moments.replica_means)
+
+    @property
+    def subspace(self) -> SubspaceStatistics | None:
+        return getattr(self.moments, "subspace", None)
 
 
 def _check_int(name: str, value: int, low: int) -> int:
@@ -155,6 +184,46 @@ def auto_engine(
 _auto_engine = auto_engine  # the earlier private name
 
 
+STATISTICS = ("auto", "full", "subspace")
+
+
+def _choose_statistics(
+    statistics: str, d: int, replicas: int, n_records: int, n_batches: int
+) -> tuple[str, str]:
+    """``(kind, note)``: "records", "streaming" or "subspace", and why (subspace only)."""
+    if statistics not in STATISTICS:
+        raise ConfigError(
+            f"statistics = {statistics!r} is not allowed: expected one of {STATISTICS}"
+        )
+    per_batch = -(-n_records // n_batches)
+    record_bytes = 2 * 8 * replicas * n_records * d
+    stream_bytes = streaming_bytes(d, replicas)
+    if statistics == "subspace":
+        return "subspace", "statistics = 'subspace' was requested"
+    records = per_batch <= PAIR_MAX and record_bytes <= max(RECORD_BYTES, stream_bytes)
+    full_bytes = record_bytes + 10 * 8 * d * d if records else stream_bytes
+    if statistics == "auto" and full_bytes > STATS_BYTES:
+        note = (
+            f"full d x d statistics need {full_bytes / 2**30:.1f} GiB > the budget "
+            f"{STATS_BYTES / 2**30:.1f} GiB (d = {d}): only the mean, its standard error and the "
+            "top-k covariance are kept; cov, cov_stderr, lag1 and its standard errors are None"
+        )
+        warnings.warn(note, stacklevel=3)
+        return "subspace", note
+    return ("records" if records else "streaming"), ""
+
+
+def _statistics(
+    mode: tuple[str, str], ref: Array, replicas: int, n_records: int, n_batches: int, rank: int
+) -> StreamingMoments | RecordMoments | SubspaceMoments:
+    kind, note = mode
+    if kind == "records":
+        return RecordMoments(ref, replicas, n_records, n_batches)
+    if kind == "subspace":
+        return SubspaceMoments(ref, replicas, n_records, n_batches, rank, note)
+    return StreamingMoments(ref, replicas, n_records, n_batches)
+
+
 def simulate(
     inputs: Array,
     targets: Array,
@@ -175,6 +244,8 @@ def simulate(
     engine: str = "auto",
     device: str = "auto",
     dtype: str = "float64",
+    statistics: str = "auto",
+    subspace_rank: int = SUBSPACE_RANK,
     chunk_steps: int = CHUNK_STEPS,
 ) -> SimulationResult:
     """Run ``replicas`` independent SGD chains and return their stationary statistics.
@@ -222,6 +293,14 @@ def simulate(
         Where the engine runs (``"cuda"``: torch only; ``"auto"``: CUDA when torch sees one).
     dtype : {"float64", "float32"}
         The engine's arithmetic (float32: torch only). Statistics are float64 regardless.
+    statistics : {"auto", "full", "subspace"}
+        ``"full"``: the d x d moments with entry-wise standard errors, kept as streaming
+        accumulators or, for few records per batch (<= 16), as the records themselves with lazily
+        computed moments. ``"subspace"``: mean, its standard error and the top-``subspace_rank``
+        covariance only, in O(d k) memory. ``"auto"``: full unless it needs more than
+        ``STATS_BYTES`` (4 GiB), then subspace with a warning (``result.subspace.note``).
+    subspace_rank : int
+        k of the subspace statistics.
     chunk_steps : int
         Steps per kernel call (results do not depend on it; for tests and tuning).
 
@@ -306,7 +385,8 @@ def simulate(
     traj_steps = None if trajectory_every is None else np.arange(0, steps + 1, trajectory_every)
     traj = None if traj_steps is None else np.empty((replicas, traj_steps.size, d))
     ti = 0
-    stats: StreamingMoments | None = None
+    stats: StreamingMoments | RecordMoments | SubspaceMoments | None = None
+    mode = _choose_statistics(statistics, d, replicas, n_records, n_batches)
     # chunk length bounded so that the snapshot buffer stays below SNAPSHOT_BYTES
     per_step = 2.0 / record_every + (0 if trajectory_every is None else 1.0 / trajectory_every)
     max_snap = max(2, SNAPSHOT_BYTES // (8 * replicas * d))
@@ -347,7 +427,7 @@ def simulate(
             if rec.size:
                 if stats is None:
                     ref = out[:, np.searchsorted(snap_at, rec[0] - k)].mean(axis=0)
-                    stats = StreamingMoments(ref, replicas, n_records, n_batches)
+                    stats = _statistics(mode, ref, replicas, n_records, n_batches, subspace_rank)
                 stats.add(
                     out[:, np.searchsorted(snap_at, rec - k)],
                     out[:, np.searchsorted(snap_at, rec + 1 - k)],
@@ -362,16 +442,8 @@ def simulate(
         if bar is not None:
             bar.close()
     assert stats is not None
-    mom = stats.result()
     return SimulationResult(
-        mean=mom.mean,
-        mean_stderr=mom.mean_stderr,
-        cov=mom.cov,
-        cov_stderr=mom.cov_stderr,
-        lag1=mom.lag1,
-        lag1_stderr=mom.lag1_stderr,
-        lag1_antisym_stderr=mom.lag1_antisym_stderr,
-        replica_means=mom.replica_means,
+        moments=stats.result(),
         n_records=n_records,
         trajectory=traj,
         trajectory_steps=traj_steps,
@@ -380,4 +452,5 @@ def simulate(
         seconds=time.perf_counter() - t_start,
         device=stepper.device,
         dtype=stepper.dtype,
+        statistics=stats.kind,
     )

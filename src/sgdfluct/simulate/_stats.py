@@ -13,7 +13,9 @@ is independent of how the caller chunks the run.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,6 +28,15 @@ FLUSH_RECORDS = 256
 GROUP_BYTES = 256 * 2**20
 #: Memory budget of the record buffer (R x records x d, twice).
 BUFFER_BYTES = 64 * 2**20
+
+
+def _gemm_acc(c: Array, a: Array, b: Array) -> None:
+    """``c += a.T @ b`` in place (BLAS updates the Fortran view ``c.T += b.T @ a``)."""
+    from scipy.linalg.blas import dgemm
+
+    out = dgemm(1.0, b, a, beta=1.0, c=c.T, trans_a=True, overwrite_c=True)
+    if not np.shares_memory(out, c):  # pragma: no cover - BLAS wrappers that copy
+        c[...] = out.T
 
 
 def batch_bounds(n_records: int, n_batches: int) -> NDArray[np.int64]:
@@ -47,6 +58,8 @@ class Moments:
 
 class StreamingMoments:
     """Accumulate mean, covariance and lag-1 covariance of R replicas; see module docstring."""
+
+    kind = "streaming"
 
     def __init__(
         self,
@@ -117,8 +130,8 @@ class StreamingMoments:
             lo, hi = self.group_bounds[g], self.group_bounds[g + 1]
             vg = v[lo:hi].reshape(-1, self.d)
             wg = w[lo:hi].reshape(-1, self.d)
-            self.bA[g] += vg.T @ vg
-            self.bB[g] += vg.T @ wg
+            _gemm_acc(self.bA[g], vg, vg)
+            _gemm_acc(self.bB[g], vg, wg)
             self.ba[g] += sv[lo:hi].sum(axis=0)
             self.bw[g] += sw[lo:hi].sum(axis=0)
         self.nbuf = 0
@@ -126,27 +139,37 @@ class StreamingMoments:
     def _end_batch(self) -> None:
         sizes = np.diff(self.group_bounds).astype(float)
         nb = (self.bounds[self.batch + 1] - self.bounds[self.batch]) * sizes
-        nb2 = nb[:, None, None]
-        big_a = self.bA / nb2
-        big_b = self.bB / nb2
         a = self.ba / nb[:, None]
         w = self.bw / nb[:, None]
-        self.sA += big_a.sum(axis=0)
-        self.sB += big_b.sum(axis=0)
         self.sa += a.sum(axis=0)
         self.sw += w.sum(axis=0)
-        self.sA2 += np.einsum("rij,rij->ij", big_a, big_a)
-        self.sB2 += np.einsum("rij,rij->ij", big_b, big_b)
-        self.sBBt += np.einsum("rij,rji->ij", big_b, big_b)
         self.sa2 += np.einsum("ri,ri->i", a, a)
         self.sw2 += np.einsum("ri,ri->i", w, w)
-        self.sAa += np.einsum("rij,ri->ij", big_a, a)
-        self.sBa += np.einsum("rij,ri->ij", big_b, a)
-        self.sBw += np.einsum("rij,rj->ij", big_b, w)
         self.saa += a.T @ a
         self.saw += a.T @ w
-        self.tot_A += self.bA.sum(axis=0)
-        self.tot_B += self.bB.sum(axis=0)
+        # one group at a time, in place (no (G, d, d) temporaries): ~20 passes over d x d per
+        # group and batch, against 2 (records in the batch) d^2 flops per group for its GEMMs
+        tmp = np.empty((self.d, self.d))
+        for g in range(self.n_rep):
+            big_a, big_b = self.bA[g], self.bB[g]
+            self.tot_A += big_a
+            self.tot_B += big_b
+            big_a *= 1.0 / nb[g]
+            big_b *= 1.0 / nb[g]
+            self.sA += big_a
+            self.sB += big_b
+            np.multiply(big_a, big_a, out=tmp)
+            self.sA2 += tmp
+            np.multiply(big_b, big_b, out=tmp)
+            self.sB2 += tmp
+            np.multiply(big_b, big_b.T, out=tmp)
+            self.sBBt += tmp
+            np.multiply(big_a, a[g][:, None], out=tmp)
+            self.sAa += tmp
+            np.multiply(big_b, a[g][:, None], out=tmp)
+            self.sBa += tmp
+            np.multiply(big_b, w[g][None, :], out=tmp)
+            self.sBw += tmp
         self.bA[:] = 0.0
         self.bB[:] = 0.0
         self.ba[:] = 0.0
@@ -242,3 +265,315 @@ class StreamingMoments:
             lag1_antisym_stderr=antisym_se,
             replica_means=self.ref + self.tot_a / self.n_records,
         )
+
+
+#: records mode: at most this many records per (replica, batch); the entry-wise second moments of
+#: the K batch matrices then cost 2 K n_b^2 d^2 flops in a few GEMMs ("pair rows" below), less
+#: than the ~20 passes over d x d per batch of the streaming accumulators
+PAIR_MAX = 16
+#: records mode keeps every record: at most this many bytes (or the streaming footprint, if larger)
+RECORD_BYTES = 256 * 2**20
+#: rows of one pair-row GEMM block (bounds the temporary to PAIR_BLOCK x d floats)
+PAIR_BLOCK = 4096
+
+
+def streaming_bytes(d: int, n_replicas: int, max_bytes: int = GROUP_BYTES) -> int:
+    """Bytes of the streaming accumulators (14 d x d arrays plus the group accumulators)."""
+    groups = int(max(1, min(n_replicas, max_bytes // (2 * 8 * d * d))))
+    return 8 * d * d * (14 + 2 * groups)
+
+
+class RecordMoments:
+    """Keep the (few) records and compute the moments lazily, on first access.
+
+    Chosen by the driver when every (replica, batch) has at most :data:`PAIR_MAX` records and the
+    records fit :data:`RECORD_BYTES` (or the streaming footprint): short runs and sparse records,
+    where the streaming accumulators would spend their time in d x d passes at batch ends. The
+    estimates are the streaming ones with one batch per (replica, batch) (no replica groups):
+    ``cov``, ``lag1`` one GEMM each; a standard error costs its few GEMMs only when read.
+    """
+
+    kind = "records"
+
+    def __init__(self, ref: Array, n_replicas: int, n_records: int, n_batches: int) -> None:
+        self.ref = ref.copy()
+        self.d = ref.shape[0]
+        self.n_replicas = n_replicas
+        self.n_records = n_records
+        self.n_batches = n_batches
+        self.bounds = batch_bounds(n_records, n_batches)
+        self.v = np.empty((n_replicas, n_records, self.d))
+        self.w = np.empty((n_replicas, n_records, self.d))
+        self.count = 0
+
+    def add(self, theta_k: Array, theta_next: Array) -> None:
+        """Add records: ``theta_k`` and ``theta_{k+1}`` of shape (R, n, d), consecutive records."""
+        n = theta_k.shape[1]
+        np.subtract(theta_k, self.ref, out=self.v[:, self.count : self.count + n])
+        np.subtract(theta_next, self.ref, out=self.w[:, self.count : self.count + n])
+        self.count += n
+
+    def result(self) -> LazyMoments:
+        if self.count != self.n_records:
+            raise RuntimeError(f"received {self.count} of {self.n_records} records")
+        return LazyMoments(self)
+
+
+class LazyMoments:
+    """The moments of :class:`RecordMoments`, each computed on first access (then cached).
+
+    Notes
+    -----
+    Batches are the ``K = R * n_batches`` (replica, batch) blocks. With the pooled means ``m``,
+    ``m'`` known, the records are centred first, ``u = v - m``, ``u' = v' - m'``; the linearized
+    pseudo-values of :meth:`StreamingMoments.result` are then, up to a constant,
+    ``C_b = U_b^T U_b / n_b`` (covariance) and ``D_b = U_b^T U'_b / n_b`` (lag 1), and
+    ``D_b - D_b^T`` for the antisymmetric part (here with its mean correction, which the streaming
+    accumulators leave out as second order). Their entry-wise sums of squares are GEMMs over
+    "pair rows": ``(C_b)_ij^2 = sum_{s,t in b} (u_s o u_t)_i (u_s o u_t)_j / n_b^2`` (``s <= t``,
+    weight 2 off the diagonal), ``2 K n_b^2 d^2`` flops in all instead of K passes over d x d.
+    """
+
+    def __init__(self, acc: RecordMoments) -> None:
+        self._acc = acc
+        self._cache: dict[str, Any] = {}
+
+    def _get(self, name: str) -> Any:
+        if name not in self._cache:
+            self._compute(name)
+        return self._cache[name]
+
+    def _blocks(self) -> list[tuple[int, int, int]]:
+        acc = self._acc
+        return [
+            (r, int(acc.bounds[b]), int(acc.bounds[b + 1]))
+            for r in range(acc.n_replicas)
+            for b in range(acc.n_batches)
+        ]
+
+    def _compute(self, name: str) -> None:
+        acc = self._acc
+        c = self._cache
+        if name in ("m", "mean", "mean_stderr", "replica_means", "u", "uw"):
+            n_tot = acc.n_replicas * acc.n_records
+            m = acc.v.reshape(n_tot, acc.d).sum(axis=0) / n_tot
+            mw = acc.w.reshape(n_tot, acc.d).sum(axis=0) / n_tot
+            a = np.array([acc.v[r, lo:hi].mean(axis=0) for r, lo, hi in self._blocks()])
+            k = a.shape[0]
+            var_m = ((a - a.mean(axis=0)) ** 2).sum(axis=0) / (k - 1.0)
+            c.update(m=m, mean=acc.ref + m, mean_stderr=np.sqrt(var_m / k))
+            c["replica_means"] = acc.ref + acc.v.mean(axis=1)
+            c["u"] = (acc.v - m).reshape(n_tot, acc.d)
+            c["uw"] = (acc.w - mw).reshape(n_tot, acc.d)
+        elif name == "cov":
+            u = self._get("u")
+            cov = np.zeros((acc.d, acc.d))
+            _gemm_acc(cov, u, u)
+            cov *= 1.0 / u.shape[0]
+            c["cov"] = 0.5 * (cov + cov.T)
+        elif name == "lag1":
+            u, uw = self._get("u"), self._get("uw")
+            lag = np.zeros((acc.d, acc.d))
+            _gemm_acc(lag, u, uw)
+            lag *= 1.0 / u.shape[0]
+            c["lag1"] = lag
+        elif name in ("cov_stderr", "lag1_stderr"):
+            self._pairs_symmetric()
+        elif name == "lag1_antisym_stderr":
+            self._pairs_antisymmetric()
+        else:  # pragma: no cover
+            raise KeyError(name)
+
+    def _batch_sum(self, x: Array, y: Array) -> Array:
+        """``sum_b X_b^T Y_b / n_b`` over the records (one GEMM)."""
+        sizes = np.array([hi - lo for _, lo, hi in self._blocks()])
+        out = np.zeros((self._acc.d, self._acc.d))
+        _gemm_acc(out, x / np.repeat(sizes, sizes)[:, None].astype(float), y)
+        return out
+
+    def _pairs(self, kind: str) -> Iterator[tuple[Array, ...]]:
+        """Blocks of pair rows (at most ~PAIR_BLOCK rows each)."""
+        u, uw = self._get("u"), self._get("uw")
+        pieces: list[list[Array]] = []
+        n_rows = 0
+        start = 0
+        for _, lo, hi in self._blocks():
+            n = hi - lo
+            ub, wb = u[start : start + n], uw[start : start + n]
+            start += n
+            if kind == "symmetric":
+                s, t = np.triu_indices(n)
+                wt = (np.where(s == t, 1.0, np.sqrt(2.0)) / n)[:, None]
+                pieces.append([ub[s] * ub[t] * wt, wb[s] * wb[t] * wt])
+            else:
+                s, t = np.divmod(np.arange(n * n), n)
+                pieces.append([ub[s] * wb[t] / n, wb[s] * ub[t] / n])
+            n_rows += s.size
+            if n_rows >= PAIR_BLOCK:
+                yield tuple(np.concatenate(col) for col in zip(*pieces, strict=True))
+                pieces, n_rows = [], 0
+        if pieces:
+            yield tuple(np.concatenate(col) for col in zip(*pieces, strict=True))
+
+    @staticmethod
+    def _stderr(s1: Array, s2: Array, k: float) -> Array:
+        """``sqrt(var / k)`` from the sum and the sum of squares of k pseudo-values (in place)."""
+        s1 *= s1
+        s1 *= 1.0 / k
+        s2 -= s1
+        s2 *= 1.0 / ((k - 1.0) * k)
+        np.maximum(s2, 0.0, out=s2)
+        return np.sqrt(s2, out=s2)
+
+    def _pairs_symmetric(self) -> None:
+        acc = self._acc
+        u, uw = self._get("u"), self._get("uw")
+        k = float(acc.n_replicas * acc.n_batches)
+        s_c2, s_d2 = np.zeros((acc.d, acc.d)), np.zeros((acc.d, acc.d))
+        for p, q in self._pairs("symmetric"):
+            _gemm_acc(s_c2, p, p)
+            _gemm_acc(s_d2, p, q)
+        s_d = self._batch_sum(u, uw)
+        self._cache["_s_d"] = s_d.copy()
+        self._cache["_s_d2"] = s_d2.copy()
+        self._cache["cov_stderr"] = self._stderr(self._batch_sum(u, u), s_c2, k)
+        self._cache["lag1_stderr"] = self._stderr(s_d, s_d2, k)
+
+    def _pairs_antisymmetric(self) -> None:
+        acc = self._acc
+        k = float(acc.n_replicas * acc.n_batches)
+        if "_s_d2" not in self._cache:
+            self._pairs_symmetric()
+        s_d, s_d2 = self._cache.pop("_s_d"), self._cache.pop("_s_d2")
+        s_ddt = np.zeros((acc.d, acc.d))
+        for x, y in self._pairs("antisymmetric"):
+            _gemm_acc(s_ddt, x, y)  # sum_b D_b o D_b^T
+        s_q = s_d - s_d.T
+        s_q2 = s_d2 + s_d2.T
+        s_q2 -= 2.0 * s_ddt
+        se = self._stderr(s_q, s_q2, k)
+        np.fill_diagonal(se, 0.0)  # D_b - D_b^T has a zero diagonal exactly
+        self._cache["lag1_antisym_stderr"] = se
+
+    mean = property(lambda self: self._get("mean"))
+    mean_stderr = property(lambda self: self._get("mean_stderr"))
+    cov = property(lambda self: self._get("cov"))
+    cov_stderr = property(lambda self: self._get("cov_stderr"))
+    lag1 = property(lambda self: self._get("lag1"))
+    lag1_stderr = property(lambda self: self._get("lag1_stderr"))
+    lag1_antisym_stderr = property(lambda self: self._get("lag1_antisym_stderr"))
+    replica_means = property(lambda self: self._get("replica_means"))
+
+
+#: memory budget of the full d x d statistics (streaming accumulators or kept records); above it
+#: ``statistics="auto"`` switches to the top-k subspace (:class:`SubspaceMoments`)
+STATS_BYTES = 4 * 2**30
+#: rank k of the subspace statistics
+SUBSPACE_RANK = 64
+
+
+@dataclass(frozen=True)
+class SubspaceStatistics:
+    """Top-k eigenpairs of the stationary covariance from a one-pass Nystrom sketch.
+
+    Attributes
+    ----------
+    basis : ndarray (d, k)
+        Orthonormal eigenvectors (columns), eigenvalues descending.
+    eigenvalues : ndarray (k,)
+    rank : int
+        k, the sketch size.
+    note : str
+        Why the full d x d statistics were not kept, and what is missing.
+    """
+
+    basis: Array
+    eigenvalues: Array
+    rank: int
+    note: str
+
+    def covariance(self) -> Array:
+        """The rank-k approximation ``U diag(lambda) U^T`` (d, d): for small d only."""
+        return (self.basis * self.eigenvalues) @ self.basis.T
+
+
+class SubspaceMoments:
+    """Mean, its batch-means standard error and a top-k covariance sketch in O(d k) memory.
+
+    The sketch ``Y = C Omega`` (``Omega`` a fixed Gaussian d x k test matrix, seed 0) is
+    accumulated as ``sum_k v_k (v_k^T Omega)``, O(d k) per record; the result is the Nystrom
+    approximation ``Y (Omega^T Y)^+ Y^T`` with the stabilising shift of Tropp, Yurtsever, Udell &
+    Cevher (2017, "Fixed-rank approximation of a positive-semidefinite matrix from streaming
+    data", Alg. 3), exact when the covariance has rank <= k.
+    """
+
+    kind = "subspace"
+
+    def __init__(
+        self, ref: Array, n_replicas: int, n_records: int, n_batches: int, rank: int, note: str
+    ) -> None:
+        self.ref = ref.copy()
+        self.d = ref.shape[0]
+        self.k = int(min(rank, self.d))
+        self.n_replicas = n_replicas
+        self.n_records = n_records
+        self.n_batches = n_batches
+        self.note = note
+        self.bounds = batch_bounds(n_records, n_batches)
+        self.omega = np.random.default_rng(0).standard_normal((self.d, self.k))
+        self.sketch = np.zeros((self.d, self.k))
+        self.batch_sums = np.zeros((n_replicas, n_batches, self.d))
+        self.count = 0
+
+    def add(self, theta_k: Array, theta_next: Array) -> None:
+        """Add records (R, n, d); ``theta_next`` is not used (no lag-1 statistics here)."""
+        n = theta_k.shape[1]
+        v = theta_k - self.ref
+        vf = v.reshape(-1, self.d)
+        self.sketch += vf.T @ (vf @ self.omega)
+        rec = self.count + np.arange(n)
+        batch = np.searchsorted(self.bounds, rec, side="right") - 1
+        for b in np.unique(batch):
+            self.batch_sums[:, b] += v[:, batch == b].sum(axis=1)
+        self.count += n
+
+    def result(self) -> SubspaceResultMoments:
+        if self.count != self.n_records:
+            raise RuntimeError(f"received {self.count} of {self.n_records} records")
+        from scipy.linalg import cholesky, solve_triangular
+
+        n_tot = float(self.n_replicas * self.n_records)
+        sizes = np.diff(self.bounds).astype(float)
+        a = (self.batch_sums / sizes[None, :, None]).reshape(-1, self.d)
+        m = self.batch_sums.sum(axis=(0, 1)) / n_tot
+        k_b = a.shape[0]
+        mean_se = np.sqrt(((a - a.mean(axis=0)) ** 2).sum(axis=0) / (k_b - 1.0) / k_b)
+        y = self.sketch / n_tot - np.outer(m, m @ self.omega)  # C Omega
+        nu = np.sqrt(self.d) * np.spacing(np.linalg.norm(y))
+        y_nu = y + nu * self.omega
+        core = self.omega.T @ y_nu
+        low = cholesky(0.5 * (core + core.T), lower=True)
+        e = solve_triangular(low, y_nu.T, lower=True).T  # Y_nu L^{-T}
+        u, sv, _ = np.linalg.svd(e, full_matrices=False)
+        lam = np.maximum(sv**2 - nu, 0.0)
+        return SubspaceResultMoments(
+            mean=self.ref + m,
+            mean_stderr=mean_se,
+            replica_means=self.ref + self.batch_sums.sum(axis=1) / self.n_records,
+            subspace=SubspaceStatistics(basis=u, eigenvalues=lam, rank=self.k, note=self.note),
+        )
+
+
+@dataclass(frozen=True)
+class SubspaceResultMoments:
+    """What the subspace statistics provide; the d x d fields are ``None``."""
+
+    mean: Array
+    mean_stderr: Array
+    replica_means: Array
+    subspace: SubspaceStatistics
+    cov: None = None
+    cov_stderr: None = None
+    lag1: None = None
+    lag1_stderr: None = None
+    lag1_antisym_stderr: None = None

@@ -1,0 +1,130 @@
+"""The PyTorch engine ``sgd.engine = "torch"``: replicas as a batch dimension, CPU or CUDA,
+float64 or float32.
+
+It steps on the driver's counter-based batch indices (the same indices as the numba and NumPy
+engines, so float64 runs agree with them to round-off), keeps the weights on the device and hands
+snapshots back as host float64 arrays: the statistics are accumulated in float64 whatever the
+engine's dtype. One step (docs/theory.md §3) for all replicas at once::
+
+    a_0 = X[B]                        (R, S, N_i)
+    a_l = a_{l-1} W_l^T               (bmm)
+    delta_L = a_L - Y[B];  delta_{l-1} = delta_l W_l
+    W_l -= (eta / S) delta_l^T a_{l-1}
+
+torch is imported only when the engine starts (``import sgdfluct.simulate`` stays light).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sgdfluct.errors import ConfigError
+from sgdfluct.simulate._registry import Problem, register_engine
+
+__all__ = ["TorchEngine", "TorchStepper", "resolve_device"]
+
+Array = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when torch sees a CUDA device, else ``"cpu"``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class TorchStepper:
+    """Weights (R, d) as one torch tensor; each layer a (R, rows, cols) view of it."""
+
+    def __init__(self, problem: Problem, theta0: Array, device: str, dtype: str) -> None:
+        import torch
+
+        self.torch = torch
+        dev = torch.device(resolve_device(device))
+        self.tdtype = torch.float64 if dtype == "float64" else torch.float32
+        self.dtype = dtype
+        self.x = torch.as_tensor(problem.inputs, dtype=self.tdtype, device=dev)
+        self.y = torch.as_tensor(problem.targets, dtype=self.tdtype, device=dev)
+        self.theta = torch.as_tensor(np.ascontiguousarray(theta0), device=dev).to(self.tdtype)
+        self.theta = self.theta.clone()
+        n_rep = self.theta.shape[0]
+        self.views = [
+            self.theta[:, o : o + r * c].view(n_rep, int(r), int(c))
+            for r, c, o in zip(problem.rows, problem.cols, problem.off, strict=True)
+        ]
+        self.learning_rate = problem.learning_rate
+        self.dev = dev
+        self.device = str(dev) if dev.type == "cpu" else f"{dev.type}:{dev.index or 0}"
+
+    def _step(self, b: Any, scale: float) -> None:
+        torch = self.torch
+        acts = [self.x[b]]  # (R, S, N_i)
+        for w in self.views:
+            acts.append(torch.bmm(acts[-1], w.transpose(1, 2)))
+        delta = acts[-1] - self.y[b]
+        grads: list[Any] = [None] * len(self.views)
+        for layer in range(len(self.views) - 1, -1, -1):
+            grads[layer] = torch.bmm(delta.transpose(1, 2), acts[layer])
+            if layer:
+                delta = torch.bmm(delta, self.views[layer])
+        for w, g in zip(self.views, grads, strict=True):
+            w.sub_(g, alpha=scale)
+
+    def advance(self, idx: IntArray, snap_at: IntArray) -> Array:
+        torch = self.torch
+        n_rep, n_steps, batch = idx.shape
+        idx_t = torch.as_tensor(idx, device=self.dev)
+        out = torch.empty((n_rep, snap_at.size, self.theta.shape[1]), dtype=self.tdtype,
+                          device=self.dev)  # fmt: skip
+        scale = self.learning_rate / batch
+        snaps = snap_at.tolist()
+        si = 0
+        with torch.no_grad():
+            while si < len(snaps) and snaps[si] == 0:
+                out[:, si] = self.theta
+                si += 1
+            for j in range(n_steps):
+                self._step(idx_t[:, j], scale)
+                while si < len(snaps) and snaps[si] == j + 1:
+                    out[:, si] = self.theta
+                    si += 1
+        return out.to(device="cpu", dtype=torch.float64).numpy()
+
+    def weights(self) -> Array:
+        return self.theta.to(device="cpu", dtype=self.torch.float64).numpy().copy()
+
+
+class TorchEngine:
+    """``engine="torch"``: ``device`` ``"auto" | "cpu" | "cuda"``, ``dtype`` float64 or float32."""
+
+    def check(self, device: str, dtype: str) -> None:
+        if importlib.util.find_spec("torch") is None:
+            raise ConfigError(
+                "engine = 'torch' is not available: PyTorch is not installed (pip install torch, "
+                "or the 'probe' extra); use engine = 'auto', 'numba' or 'numpy'"
+            )
+        if dtype not in ("float64", "float32"):
+            raise ConfigError(f"dtype = {dtype!r} is not allowed: expected 'float64' or 'float32'")
+        if device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device = {device!r} is not allowed: expected 'auto', 'cpu', 'cuda'")
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(
+                    "device = 'cuda' is not available: torch.cuda.is_available() is False "
+                    "(use device = 'cpu' or 'auto')"
+                )
+
+    def start(self, problem: Problem, theta0: Array, device: str, dtype: str) -> TorchStepper:
+        return TorchStepper(problem, theta0, device, dtype)
+
+
+register_engine("torch", TorchEngine())
