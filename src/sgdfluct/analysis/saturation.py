@@ -47,6 +47,9 @@ Shapes = Sequence[tuple[int, int]]
 
 #: family-wise false-alarm rate of the second-half drift test (Bonferroni over components)
 DRIFT_ALPHA = 0.05
+#: relative Gram eigenvalues inside this range count as the decaying phase of a surplus unit
+#: (above: still entangled with the live units; below: round-off)
+DECAY_WINDOW = (1e-12, 1e-1)
 #: at most this many replicas are examined for the range-dimension test (cost: one Hessian
 #: eigendecomposition per block end and replica)
 RANGE_REPLICAS = 4
@@ -185,8 +188,9 @@ def surplus_unit_decay(
         ``n_surplus``; the surplus eigenvalues relative to the largest at the start and at the end
         (replica mean); ``death_step`` (first snapshot from which on the replica-mean relative
         eigenvalue of every surplus unit stays below ``dead_rtol``; None if never);
-        ``decay_rate_per_step`` (OLS slope of ``log`` of the relative eigenvalue over the second
-        half of the run: negative = still decaying; None without surplus units).
+        ``decay_rate_per_step`` (OLS slope of ``log`` of the relative eigenvalue over the
+        snapshots where it lies inside ``DECAY_WINDOW``; None without surplus units or with
+        fewer than three such snapshots).
     """
     g = np.asarray(gram, dtype=float)
     n_h = g.shape[-1]
@@ -205,9 +209,12 @@ def surplus_unit_decay(
     after = np.flip(np.cumprod(np.flip(below).astype(int))).astype(bool)
     idx = np.flatnonzero(after)
     out["death_step"] = int(steps[idx[0]]) if idx.size else None
-    half = slice(steps.size // 2, None)
-    logs = np.log(np.maximum(rel_mean[half], 1e-300)).mean(axis=1)
-    t = steps[half].astype(float)
+    # decay rate: OLS slope of log(relative eigenvalue) over the snapshots where every surplus
+    # unit is in its decaying phase (between DECAY_WINDOW[0] and DECAY_WINDOW[1]; below, round-off)
+    lo, hi = DECAY_WINDOW
+    phase = np.all((rel_mean > lo) & (rel_mean < hi), axis=1)
+    t = steps[phase].astype(float)
+    logs = np.log(rel_mean[phase]).mean(axis=1) if phase.any() else np.empty(0)
     out["decay_rate_per_step"] = (
         float(np.polyfit(t, logs, 1)[0]) if t.size >= 3 and np.ptp(t) > 0 else None
     )
