@@ -68,6 +68,9 @@ def _guarded(interrupted: str) -> Callable[[F], F]:
             try:
                 return fn(*args, **kwargs)
             except KeyboardInterrupt:
+                # clean-up has run; a second signal must not turn the exit into a traceback
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 _fail(interrupted, code=EXIT_INTERRUPTED)
             except SgdfluctError as exc:
                 _fail(str(exc), code=exit_code(exc))
