@@ -124,3 +124,35 @@ def test_sgd_equivariant_under_hidden_permutation(args):
     scale = np.abs(a.cov).max()
     np.testing.assert_allclose(b.final, a.final[:, index], atol=ROUND_OFF * np.abs(a.final).max())
     np.testing.assert_allclose(b.cov, a.cov[np.ix_(index, index)], atol=ROUND_OFF * scale + 1e-300)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.integers(0, 2**32 - 1),
+    st.floats(1.9, 2.0),
+    st.integers(1, 9),
+    st.sampled_from(["with_replacement", "without_replacement"]),
+)
+def test_exact_solver_near_the_stability_edge_is_psd_or_unstable(n_in, seed, edge, batch, mode):
+    """At eta lambda_max in [1.9, 2]: either UnstableError, or a converged PSD covariance."""
+    from sgdfluct.errors import UnstableError
+    from sgdfluct.theory.discrete import stationary_covariance
+    from sgdfluct.theory.noise import least_squares_residuals
+
+    x, y, _ = _problem(n_in, 1, seed, p=10)
+    eta = edge / np.linalg.eigvalsh(x.T @ x / x.shape[0])[-1]
+    try:
+        result = stationary_covariance(
+            x,
+            least_squares_residuals(x, y),
+            learning_rate=eta,
+            batch_size=batch,
+            sampling=mode,
+            method="dense",
+        )
+    except UnstableError:
+        return
+    cov = result.cov
+    if result.converged:
+        assert np.linalg.eigvalsh(cov)[0] >= -ROUND_OFF * np.abs(cov).max()

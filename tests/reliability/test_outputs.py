@@ -201,3 +201,36 @@ def test_non_finite_metrics_are_an_error(record):
 
 def test_output_error_is_in_the_family():
     assert issubclass(OutputError, OSError)
+
+
+def test_reproduce_into_a_run_folder_is_refused_before_computing(tmp_path, record):
+    out = tmp_path / "out"
+    before = _old_run(out)
+    result, crashed = _invoke(["reproduce", "--smoke", "--only", "4", "--out", str(out), "-q"])
+    record.update(exit=result.exit_code, traceback=crashed, expected=2)
+    assert not crashed and result.exit_code == 2, result.output
+    assert "already holds the output of a run" in result.output
+    assert tree(out) == before
+
+
+def test_reproduce_into_a_locked_folder_is_refused(tmp_path, record):
+    out = tmp_path / "out"
+    with folder_lock(out):
+        result, crashed = _invoke(["reproduce", "--smoke", "--only", "4", "--out", str(out)])
+    record.update(exit=result.exit_code, traceback=crashed, expected=2)
+    assert not crashed and result.exit_code == 2
+    assert "being written by another sgdfluct process" in result.output
+
+
+def test_probe_into_foreign_folder_is_refused(tmp_path, record):
+    pytest.importorskip("torch")
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "todo.txt").write_text("keep")
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[data]\ndataset = "digits"\n')
+    result, crashed = _invoke(["probe", str(cfg), "--out", str(out), "-q"])
+    record.update(exit=result.exit_code, traceback=crashed, expected=2)
+    assert not crashed and result.exit_code == 2, result.output
+    assert "did not write" in result.output
+    assert tree(out) == {"todo.txt": b"keep"}
