@@ -100,7 +100,7 @@ def test_nystrom_exact_and_sketched() -> None:
     for row in stream:
         sk.update(torch.as_tensor(row))
     assert sk.nbytes() == bytes0  # memory independent of the stream length
-    var, dirs = sk.top(3)
+    var, _ = sk.top(3)
     want = np.sort(np.linalg.eigvalsh(np.cov(stream.T)))[::-1][:3]
     # the Nyström error is bounded by the spectral tail: 400 * 1e-6 relative to O(1) variances
     np.testing.assert_allclose(var, want, rtol=1e-3)
@@ -151,7 +151,7 @@ def test_no_plateau_raises_measurement_error() -> None:
     raw = _ts_config(steps=1300, learning_rate=0.002)
     raw["probe"]["window"] = 1000
     raw["init"]["scale"] = 5.0
-    with pytest.raises(MeasurementError, match="Raise sgd.steps"):
+    with pytest.raises(MeasurementError, match=r"Raise sgd\.steps"):
         run_probe(probe_config_from_dict(raw))
 
 
@@ -189,5 +189,5 @@ def test_config_errors(section: str, key: str, value: object, match: str) -> Non
 def test_digits_only_keys_rejected_for_teacher_student() -> None:
     raw = _ts_config()
     raw["data"]["n_train"] = 100
-    with pytest.raises(ConfigError, match="data.n_train"):
+    with pytest.raises(ConfigError, match=r"data\.n_train"):
         probe_config_from_dict(raw)

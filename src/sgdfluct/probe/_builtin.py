@@ -140,6 +140,9 @@ class _Batches:
 def run_probe(config: ProbeConfig, *, progress: bool = False) -> tuple[ProbeRun, dict[str, Any]]:
     """Train the built-in model with plain SGD and probe it; returns the run and timing info.
 
+    The update is ``w <- w - η (∇L_B + λ w)``, what ``torch.optim.SGD(lr=η, weight_decay=λ)``
+    does without momentum (written out: it skips torch.optim's import of torch._dynamo).
+
     Training stops as soon as the probe's window is complete (``sgd.steps`` is the maximum).
 
     Raises
@@ -172,12 +175,13 @@ def _run_probe(config: ProbeConfig, *, progress: bool) -> tuple[ProbeRun, dict[s
         torch.set_num_threads(1)
     loss_fn = _loss_fn(config.model.loss)
     s, p = config.sgd, config.probe
-    opt = torch.optim.SGD(model.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
+    params = list(model.parameters())
     probe = FluctuationProbe(
         model,
         loss_fn,
         (data.x, data.y),
-        optimizer=opt,
+        learning_rate=s.learning_rate,
+        weight_decay=s.weight_decay,
         batch_size=s.batch_size,
         sampling=s.sampling,
         layers="all" if p.layers == "all" else list(p.layers),
@@ -202,10 +206,13 @@ def _run_probe(config: ProbeConfig, *, progress: bool) -> tuple[ProbeRun, dict[s
         bar = tqdm(total=s.steps, desc="probe", unit="step", mininterval=1.0)
     for _ in range(s.steps):
         idx = batches().to(device)
-        opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(data.x[idx]), data.y[idx])
-        loss.backward()
-        opt.step()
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():  # plain SGD, as torch.optim.SGD(lr, weight_decay) without momentum
+            for p, g in zip(params, grads, strict=True):
+                if s.weight_decay:
+                    g = g.add(p, alpha=s.weight_decay)
+                p.sub_(g, alpha=s.learning_rate)
         probe.observe()
         if bar is not None:
             bar.update(1)

@@ -273,7 +273,7 @@ class ProbeRun:
     notes: tuple[str, ...] = field(default=())
 
     def to_summary(self) -> dict[str, Any]:
-        """The ``summary.json`` content (``"ivfr": {"layer_L": {psi, psi_ci, spearman}}`` as run)."""
+        """The ``summary.json`` content (``"ivfr": {"layer_L": {psi, psi_ci, spearman}}``)."""
         ivfr: dict[str, Any] = {}
         layers: dict[str, Any] = {}
         for lr in self.layers:
@@ -630,7 +630,14 @@ class FluctuationProbe:
     def train_loss(self) -> float:
         """Training loss (with the weight-decay term) at the current weights."""
         with torch.no_grad():
-            return float(self._full_loss(self._params()))
+            loss = self.loss_fn(self.model(self.x), self.y)
+            if self.weight_decay:
+                loss = loss + 0.5 * self.weight_decay * sum(
+                    (p**2).sum()
+                    for n, p in self.model.named_parameters()
+                    if n in self._trainable_names
+                )
+            return float(loss)
 
     def observe(self) -> None:
         """Call once after every optimizer step.
@@ -658,10 +665,10 @@ class FluctuationProbe:
             if self.plateau.add(loss):
                 self._start_window()
             elif self.steps is not None and self.step > self.steps - self.window:
-                blocks = list(self.plateau.blocks)
+                blocks = [(round(m, 6), round(e, 6)) for m, e in self.plateau.blocks]
                 raise MeasurementError(
                     f"no plateau of the training loss by step {self.step} = steps - window "
-                    f"(last block means and errors: {[(round(m, 6), round(s, 6)) for m, s in blocks]}"
+                    f"(last block means and standard errors: {blocks}"
                     "): the loss is still drifting. Raise sgd.steps, lower the learning rate, or, "
                     "for cross-entropy on separable data (no stationary state: the weights grow "
                     "for ever), add sgd.weight_decay or use model.loss = 'mse'"

@@ -1,0 +1,254 @@
+"""Claim 8 of the reproduction: the IVFR in a nonlinear network on real data (docs/theory.md §11).
+
+"IVFR in a nonlinear network on real data; which layer carries it; does the linear network of the
+same shape on the same data show the same pattern; does the noise (T_i vs k_i) or the coupling
+explain it."
+
+The decision rule below (:data:`RULE`, thresholds as constants) was written on 2026-11-28 before
+any claim-8 measurement was taken; :data:`RULE_HISTORY` records every later change (none so far).
+The seed (data subset, initialization and SGD) is the replication unit: per-seed values are
+summarized by their mean and a Student-t interval over seeds (the science issue's method).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from sgdfluct.errors import ConfigError, MeasurementError
+
+from ._builtin import run_probe
+from ._config import (
+    ProbeConfig,
+    ProbeDataConfig,
+    ProbeInitConfig,
+    ProbeModelConfig,
+    ProbeSettings,
+    ProbeSGDConfig,
+)
+
+__all__ = [
+    "CONFIDENCE",
+    "MIN_SEEDS",
+    "PSI_EQUIV",
+    "RULE",
+    "RULE_HISTORY",
+    "claim8_config",
+    "measure_claim8",
+    "t_interval",
+]
+
+#: level of every interval over seeds
+CONFIDENCE = 0.95
+#: fewest seeds that reached the plateau for a layer to count
+MIN_SEEDS = 5
+#: a psi below this is of no practical size (docs §9: the paper's two-layer psi is O(1))
+PSI_EQUIV = 0.1
+
+RULE = (
+    "Digits MLP with two hidden layers (MSE on one-hot targets with weight decay, plain SGD), "
+    "stationary by the plateau test. Per layer, psi is fitted on the sharp directions (curvature "
+    ">= 1e-2 lambda_max(H), drift share < 0.5) in each seed; the seeds (data subset, init, SGD) "
+    f"are the replication unit, summarized by the mean and its {CONFIDENCE:.0%} t-interval over "
+    f">= {MIN_SEEDS} seeds. holds: some layer's interval lies above 0 (variance larger along "
+    f"sharper directions). fails: every layer has >= {MIN_SEEDS} seeds and its interval lies "
+    f"below +{PSI_EQUIV} (no positive psi of practical size). inconclusive: otherwise. Reported "
+    "beside the verdict, not part of it: the carrying layer (largest mean psi among layers whose "
+    "interval lies above 0); the pattern of the deep linear network of the same shape (same "
+    "widths and biases) on the same data, each layer classed '+' (interval > 0), '-' (< 0) or "
+    "'0', and whether it equals the MLP's; the explanation: 'noise' when the t-interval of "
+    "Spearman(k_i, T_i) lies above 0 in every carrying layer, 'not noise (coupling)' when it "
+    "lies at or below 0 there, 'undetermined' otherwise."
+)
+#: every change of RULE: {"date", "change", "after_seeing_data"}; empty: never changed
+RULE_HISTORY: list[dict[str, Any]] = []
+
+#: sizes per scale: (n_train, hidden, top_k, window, record_every, max steps)
+_SCALES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "n_train": 300,
+        "hidden": (16, 16),
+        "top_k": 10,
+        "window": 2000,
+        "every": 5,
+        "steps": 12_000,
+        "learning_rate": 0.1,
+        "weight_decay": 0.01,
+        "batch_size": 32,
+    },
+    "full": {
+        "n_train": 1000,
+        "hidden": (32, 32),
+        "top_k": 30,
+        "window": 8000,
+        "every": 5,
+        "steps": 60_000,
+        "learning_rate": 0.1,
+        "weight_decay": 0.01,
+        "batch_size": 32,
+    },
+}
+
+
+def claim8_config(scale: str, seed: int, *, kind: str = "mlp") -> ProbeConfig:
+    """The probe configuration of claim 8 for one seed (``kind = "linear"``: the control)."""
+    if scale not in _SCALES:
+        raise ConfigError(f"scale = {scale!r}: expected one of {', '.join(_SCALES)}")
+    s = _SCALES[scale]
+    return ProbeConfig(
+        data=ProbeDataConfig(dataset="digits", n_train=s["n_train"], seed=seed),
+        model=ProbeModelConfig(
+            kind=kind, hidden=s["hidden"], activation="relu", bias=True, loss="mse"
+        ),
+        init=ProbeInitConfig(scale=1.0, seed=seed),
+        sgd=ProbeSGDConfig(
+            learning_rate=s["learning_rate"],
+            batch_size=s["batch_size"],
+            weight_decay=s["weight_decay"],
+            steps=s["steps"],
+            record_every=s["every"],
+            seed=10_000 + seed,
+        ),
+        probe=ProbeSettings(top_k=s["top_k"], window=s["window"], bootstrap=200),
+    )
+
+
+def t_interval(values: list[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Mean and Student-t interval over seeds (``None`` entries when fewer than 2 values)."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    out: dict[str, Any] = {"n": int(v.size), "mean": None, "ci": None, "sd": None}
+    if v.size == 0:
+        return out
+    out["mean"] = float(v.mean())
+    if v.size >= 2:
+        from scipy import stats
+
+        sd = float(v.std(ddof=1))
+        half = float(stats.t.ppf(0.5 + confidence / 2, v.size - 1)) * sd / math.sqrt(v.size)
+        out.update(sd=sd, ci=[out["mean"] - half, out["mean"] + half])
+    return out
+
+
+def _sign(ci: list[float] | None) -> str:
+    if ci is None:
+        return "?"
+    return "+" if ci[0] > 0 else "-" if ci[1] < 0 else "0"
+
+
+def _measure_net(scale: str, seeds: int, kind: str) -> dict[str, Any]:
+    per_seed: list[dict[str, Any]] = []
+    for seed in range(seeds):
+        cfg = claim8_config(scale, seed, kind=kind)
+        try:
+            run, info = run_probe(cfg)
+        except MeasurementError as exc:
+            per_seed.append({"seed": seed, "error": str(exc)})
+            continue
+        layers = {}
+        for lr in run.layers:
+            layers[lr.layer] = {
+                "psi_sharp": lr.ivfr_sharp.get("psi"),
+                "psi_all": lr.ivfr_all.get("psi"),
+                "n_sharp": lr.ivfr_sharp.get("n"),
+                "spearman_T_k": (
+                    lr.spearman_temperature_curvature
+                    if math.isfinite(lr.spearman_temperature_curvature)
+                    else None
+                ),
+                "theory_error": lr.theory_error if math.isfinite(lr.theory_error) else None,
+                "drift_share_mean": float(lr.drift_share.mean()),
+            }
+        per_seed.append(
+            {
+                "seed": seed,
+                "plateau_step": run.plateau_step,
+                "test_accuracy": run.test_accuracy,
+                "seconds": info["total_seconds"],
+                "layers": layers,
+            }
+        )
+    ok = [s for s in per_seed if "layers" in s]
+    n_layers = max((len(s["layers"]) for s in ok), default=0)
+    summary: dict[str, Any] = {}
+    for v in range(1, n_layers + 1):
+        col = [s["layers"].get(v, {}) for s in ok]
+        summary[f"layer_{v}"] = {
+            "psi_sharp": t_interval([c.get("psi_sharp") for c in col]),
+            "psi_all": t_interval([c.get("psi_all") for c in col]),
+            "spearman_T_k": t_interval([c.get("spearman_T_k") for c in col]),
+            "theory_error": t_interval([c.get("theory_error") for c in col]),
+            "drift_share_mean": t_interval([c.get("drift_share_mean") for c in col]),
+        }
+    for block in summary.values():
+        block["sign"] = _sign(block["psi_sharp"]["ci"])
+    return {"layers": summary, "per_seed": per_seed, "seeds_ok": len(ok)}
+
+
+def measure_claim8(scale: str = "quick", seeds: int = 5) -> dict[str, Any]:
+    """Measure claim 8 and decide it by :data:`RULE`.
+
+    Parameters
+    ----------
+    scale : {"quick", "full"}
+        Sizes (quick: digits subset of 300, MLP 64-16-16-10, 10 directions per layer).
+    seeds : int
+        Seeds (>= MIN_SEEDS for a verdict other than inconclusive).
+
+    Returns
+    -------
+    dict
+        ``verdict`` ("holds" | "fails" | "inconclusive"), ``rule``, ``rule_history``,
+        ``mlp`` and ``linear`` (per-layer t-intervals of psi, Spearman(T, k), ...; per-seed
+        values), ``carrying_layers``, ``linear_same_pattern``, ``explanation``, ``seconds``.
+    """
+    if seeds < 1:
+        raise ConfigError(f"seeds = {seeds}: expected an integer >= 1")
+    t0 = time.perf_counter()
+    mlp = _measure_net(scale, seeds, "mlp")
+    lin = _measure_net(scale, seeds, "linear")
+    layers = mlp["layers"]
+    positive = [k for k, b in layers.items() if b["sign"] == "+"]
+    all_counted = bool(layers) and all(b["psi_sharp"]["n"] >= MIN_SEEDS for b in layers.values())
+    if positive and all(layers[k]["psi_sharp"]["n"] >= MIN_SEEDS for k in positive):
+        verdict = "holds"
+    elif all_counted and all(
+        b["psi_sharp"]["ci"] is not None and b["psi_sharp"]["ci"][1] < PSI_EQUIV
+        for b in layers.values()
+    ):
+        verdict = "fails"
+    else:
+        verdict = "inconclusive"
+    carrying = sorted(positive, key=lambda k: -layers[k]["psi_sharp"]["mean"])
+    pattern_mlp = [layers[k]["sign"] for k in sorted(layers)]
+    pattern_lin = [lin["layers"][k]["sign"] for k in sorted(lin["layers"])]
+    explanation = "undetermined"
+    if carrying:
+        cis = [layers[k]["spearman_T_k"]["ci"] for k in carrying]
+        if all(c is not None and c[0] > 0 for c in cis):
+            explanation = "noise"
+        elif all(c is not None and c[1] <= 0 for c in cis):
+            explanation = "not noise (coupling)"
+    return {
+        "claim": 8,
+        "verdict": verdict,
+        "rule": RULE,
+        "rule_history": list(RULE_HISTORY),
+        "scale": scale,
+        "seeds": seeds,
+        "mlp": mlp,
+        "linear": lin,
+        "carrying_layers": carrying,
+        "pattern_mlp": pattern_mlp,
+        "pattern_linear": pattern_lin,
+        "linear_same_pattern": pattern_mlp == pattern_lin,
+        "explanation": explanation,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _with_scale(config: ProbeConfig, **sgd: Any) -> ProbeConfig:  # pragma: no cover - helper
+    return replace(config, sgd=replace(config.sgd, **sgd))
