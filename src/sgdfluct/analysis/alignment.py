@@ -33,6 +33,7 @@ __all__ = [
     "frame_transform",
     "hidden_gram_eigenvalues",
     "measure_layered_covariance",
+    "window_mean_bias",
 ]
 
 Array = NDArray[np.float64]
@@ -328,6 +329,9 @@ class MeasuredCovariance:
     saturation : Saturation or None
         None when the burn-in was given.
     shapes : tuple of (rows, cols)
+    window_bias_max : float
+        Largest relative bias of a window covariance entry removed by the window-mean
+        correction (:func:`window_mean_bias`; 0 when the correction is off).
     """
 
     theta_ref: Array
@@ -345,6 +349,7 @@ class MeasuredCovariance:
     range_dim: int
     saturation: Saturation | None
     shapes: tuple[tuple[int, int], ...]
+    window_bias_max: float = 0.0
 
     def layer(self, layer: int) -> Array:
         """Block of ``cov`` for ``W_layer`` (1-based)."""
@@ -362,6 +367,41 @@ class MeasuredCovariance:
         )
 
 
+def window_mean_bias(h: Array, learning_rate: float, n: int, spacing: int) -> Array:
+    """Expected ratio ``E[S_ab] / Sigma_ab`` of a window covariance to the stationary one.
+
+    Parameters
+    ----------
+    h : (k,) array
+        Eigenvalues of H on its live range.
+    learning_rate : float
+    n : int
+        Snapshots per window.
+    spacing : int
+        SGD steps between snapshots.
+
+    Returns
+    -------
+    (k, k) array
+        ``1 - (1 + g(l_a) + g(l_b)) / n`` with ``l_a = (1 - eta h_a)^spacing`` and
+        ``g(l) = sum_{k=1}^{n-1} (1 - k/n) l^k``.
+
+    Notes
+    -----
+    The sample covariance about the window mean of ``n`` stationary snapshots has expectation
+    ``Sigma - Var(mean) = Sigma - (1/n) [Sigma + sum_{k=1}^{n-1} (1 - k/n) (C_k + C_k^T)]`` with
+    the lag covariance ``C_k = E[u_{t+k s} u_t^T] = (1 - eta H)^{k s} Sigma`` of the linearized
+    mean dynamics ``E[u_{t+1} | u_t] = (1 - eta H) u_t`` (exact at depth 1). In H's eigenbasis
+    this is ``Sigma_ab`` times the returned factor; it depends on H only, not on a theory of
+    Sigma, so dividing by it removes the bias from the measurement (docs/theory.md §8a).
+    """
+    lam = (1.0 - learning_rate * np.asarray(h, dtype=float)) ** int(spacing)
+    k = np.arange(1, int(n))
+    w = 1.0 - k / n
+    g = np.array([float(np.sum(w * l**k)) for l in lam])
+    return np.asarray(1.0 - (1.0 + g[:, None] + g[None, :]) / n)
+
+
 def measure_layered_covariance(
     trajectory: Array,
     steps: Array,
@@ -377,6 +417,7 @@ def measure_layered_covariance(
     align_iterations: int = 3,
     range_rtol: float = 1e-7,
     dead_rtol: float = 1e-2,
+    window_bias_correction: bool = True,
 ) -> MeasuredCovariance:
     """Stationary covariance of a depth-L linear network from SGD snapshots (SPEC §8a recipe).
 
@@ -406,6 +447,11 @@ def measure_layered_covariance(
     dead_rtol : float
         Dead-unit threshold of :func:`sgdfluct.theory.linearization.live_range`; the directions of
         dead (surplus) hidden units count as null directions.
+    window_bias_correction : bool
+        Divide the pooled window covariances, in the eigenbasis of H on its live range, by the
+        expected shrinkage of a covariance taken about its own window mean
+        (:func:`window_mean_bias`): slow modes lose about ``2 / window_factor`` of their
+        variance otherwise.
 
     Returns
     -------
@@ -494,9 +540,14 @@ def measure_layered_covariance(
     for w, cov in enumerate(covs):
         t = frame_transform([r[w] for r in rots], shapes_t)
         window_covs[w] = t @ cov @ t.T
-    _, basis = rng_of(ref)
+    h_ref, basis = rng_of(ref)
     proj = basis @ basis.T
     window_covs = proj @ window_covs @ proj
+    bias_max = 0.0
+    if window_bias_correction:
+        factor = window_mean_bias(h_ref, learning_rate, per_window, spacing)
+        bias_max = float(1.0 - factor.min())
+        window_covs = basis @ ((basis.T @ window_covs @ basis) / factor) @ basis.T
     n_w = window_covs.shape[0]
     cov = window_covs.mean(axis=0)
     stderr = window_covs.std(axis=0, ddof=1) / np.sqrt(n_w)
@@ -516,4 +567,5 @@ def measure_layered_covariance(
         range_dim=int(basis.shape[1]),
         saturation=saturation,
         shapes=shapes_t,
+        window_bias_max=bias_max,
     )

@@ -179,6 +179,7 @@ def _deep(
         "window_steps": meas.window_steps,
         "burn_in_step": meas.burn_in_step,
         "range_dim": meas.range_dim,
+        "window_bias_max_removed": meas.window_bias_max,
         "null_variance": meas.null_variance,
         "range_variance": meas.range_variance,
         "n_records": sim.n_records,
