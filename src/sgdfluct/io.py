@@ -21,8 +21,10 @@ process in these windows.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import ctypes.util
+import dataclasses
 import errno
 import fcntl
 import json
@@ -41,6 +43,7 @@ from sgdfluct.errors import OutputError
 
 __all__ = [
     "MARKER",
+    "apply_umask",
     "atomic_path",
     "atomic_save_figure",
     "atomic_write_dataset",
@@ -49,9 +52,12 @@ __all__ = [
     "check_writable_file",
     "claim_output_dir",
     "folder_lock",
+    "load_stage",
     "output_kind",
     "prepare_output_dir",
     "require_finite",
+    "resume_dir",
+    "save_stage",
     "to_jsonable",
     "umask",
 ]
@@ -88,7 +94,7 @@ def umask() -> int:
     return mask  # pragma: no cover
 
 
-def _share(path: Path, directory: bool = False) -> None:
+def apply_umask(path: Path, directory: bool = False) -> None:
     """Give ``path`` the mode a plain ``open``/``mkdir`` would have (0666/0777 minus the umask)."""
     with contextlib.suppress(OSError):
         os.chmod(path, (0o777 if directory else 0o666) & ~umask())
@@ -135,7 +141,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        _share(tmp_path)
+        apply_umask(tmp_path)
         _pause(f"write {path.name}")
         os.replace(tmp_path, path)
     finally:
@@ -430,7 +436,11 @@ def _commit(tmp: Path, out: Path) -> None:
 
 @contextlib.contextmanager
 def claim_output_dir(
-    out_dir: str | Path, *, kind: str = "run", overwrite: bool = False
+    out_dir: str | Path,
+    *,
+    kind: str = "run",
+    overwrite: bool = False,
+    resume_key: str | None = None,
 ) -> Iterator[Path]:
     """Claim ``out_dir`` for one output and yield a temporary folder to fill.
 
@@ -447,6 +457,10 @@ def claim_output_dir(
     overwrite : bool
         Replace a folder holding an earlier sgdfluct output. A folder holding other files is
         refused regardless.
+    resume_key : str, optional
+        Identity of the computation (e.g. the resolved config). With it, checkpoints written
+        meanwhile (:func:`resume_dir`, :func:`save_stage`) survive an interruption and are
+        reused by the next claim with the same key.
 
     Raises
     ------
@@ -461,14 +475,105 @@ def claim_output_dir(
             tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{_TMP_TAG}", dir=out.parent))
         except OSError as exc:
             raise _output_error(out.parent, exc, "write into") from None
+        resume = None if resume_key is None else _open_resume(out, f"{kind}\n{resume_key}")
+        token = _RESUME_DIR.set(resume)
+        keep_resume = True
         try:
-            _share(tmp, directory=True)
+            apply_umask(tmp, directory=True)
             _write_marker(tmp, kind)
             yield tmp
             _commit(tmp, out)
+            keep_resume = False  # done: nothing to resume
+        except (KeyboardInterrupt, SystemExit):
+            raise  # interrupted: the checkpoints let the same command resume
+        except BaseException:
+            keep_resume = False  # a failure would recur: start afresh next time
+            raise
         finally:
+            _RESUME_DIR.reset(token)
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+            if resume is not None and not keep_resume:
+                shutil.rmtree(resume, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints of a claimed run (resume after an interruption)
+# --------------------------------------------------------------------------------------------------
+
+_RESUME_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "sgdfluct_resume_dir", default=None
+)
+_RESUME_TAG = ".resume"
+
+
+def _open_resume(out: Path, key: str) -> Path:
+    """The checkpoint folder ``.<name>.resume`` of ``out`` for ``key`` (emptied if it holds the
+    checkpoints of another config or version). Call with the folder lock held."""
+    from sgdfluct._version import __version__
+
+    key = f"{__version__}\n{key}"
+    folder = out.parent / f".{out.name}{_RESUME_TAG}"
+    try:
+        stored = (folder / "key").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        stored = None
+    if stored != key:
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            folder.mkdir()
+            apply_umask(folder, directory=True)
+            atomic_write_text(folder / "key", key)
+        except OSError as exc:
+            raise _output_error(folder, exc, "create the checkpoint folder") from None
+    return folder
+
+
+def resume_dir() -> Path | None:
+    """Checkpoint folder of the run being computed under :func:`claim_output_dir` (None outside
+    one, or when the caller gave no ``resume_key``).
+
+    It survives an interruption (Ctrl-C, SIGTERM, kill -9) and is handed to the next claim of the
+    same output folder with the same key (config and version), so a re-run of the same command
+    resumes; it is removed once the output is complete.
+    """
+    return _RESUME_DIR.get()
+
+
+def save_stage(name: str, result: Any) -> None:
+    """Store a finished stage (a dataclass of arrays and scalars) in the checkpoint folder.
+
+    A no-op outside a resumable claim. Written atomically (``.npz``, no pickle).
+    """
+    folder = resume_dir()
+    if folder is None:
+        return
+    arrays: dict[str, Any] = {}
+    for f in dataclasses.fields(result):
+        value = getattr(result, f.name)
+        if value is not None:
+            arrays[f.name] = np.asarray(value)
+    with atomic_path(folder / f"{name}.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def load_stage(name: str, cls: type) -> Any | None:
+    """The stage ``name`` stored by :func:`save_stage` as a ``cls``, or None if there is none."""
+    folder = resume_dir()
+    if folder is None or not (folder / f"{name}.npz").is_file():
+        return None
+    try:
+        with np.load(folder / f"{name}.npz", allow_pickle=False) as data:
+            values: dict[str, Any] = {}
+            for f in dataclasses.fields(cls):
+                if f.name not in data.files:
+                    values[f.name] = None
+                    continue
+                array = data[f.name]
+                values[f.name] = array.item() if array.ndim == 0 else array
+        return cls(**values)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # unreadable (e.g. from another version): recompute
 
 
 def prepare_output_dir(out: Path, *, kind: str, overwrite: bool) -> None:
@@ -500,5 +605,5 @@ def prepare_output_dir(out: Path, *, kind: str, overwrite: bool) -> None:
         probe.unlink()
     except OSError as exc:
         raise _output_error(out, exc, "write into") from None
-    _share(out, directory=True)
+    apply_umask(out, directory=True)
     _write_marker(out, kind)

@@ -80,11 +80,12 @@ def run_experiment(
     """
     del quiet
     if claim:
-        from sgdfluct.config import check_resources
+        from sgdfluct.config import check_resources, config_to_toml
         from sgdfluct.io import claim_output_dir
 
         check_resources(config)
-        with claim_output_dir(out_dir, kind="run", overwrite=overwrite) as tmp:
+        key = config_to_toml(config)  # an interrupted run of the same config resumes
+        with claim_output_dir(out_dir, kind="run", overwrite=overwrite, resume_key=key) as tmp:
             return run_experiment(config, tmp, progress=progress, figures=figures, claim=False)
     result = compute(config, progress=progress)
     return present(result, out_dir, figures=figures)

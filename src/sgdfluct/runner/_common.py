@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,10 +43,17 @@ def _simulate(
     progress: bool,
     trajectory_every: int | None = None,
 ) -> Any:
-    from sgdfluct.simulate import simulate
+    from sgdfluct.io import load_stage, save_stage
+    from sgdfluct.simulate import SimulationResult, simulate
 
     s = config.sgd
-    return simulate(
+    # a claimed run interrupted after its simulation reuses it (sgdfluct.io.claim_output_dir)
+    digest = hashlib.sha256(np.ascontiguousarray(theta0, dtype=float).tobytes()).hexdigest()
+    stage = f"simulation-{digest[:16]}-{trajectory_every}"
+    done = load_stage(stage, SimulationResult)
+    if done is not None:
+        return done
+    result = simulate(
         data.inputs,
         data.targets,
         shapes,
@@ -64,6 +72,8 @@ def _simulate(
         device=s.device,
         dtype=s.dtype,
     )
+    save_stage(stage, result)
+    return result
 
 
 def _subplots(*args: Any, **kwargs: Any) -> tuple[Figure, Any]:
