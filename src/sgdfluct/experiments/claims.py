@@ -1049,6 +1049,8 @@ def _paired(sub: xr.Dataset, a: str, b: str) -> Any:
 
 
 def _measure_ivfr_paper_width(ds: xr.Dataset) -> Measurement:
+    if PAPER_WIDTH not in ds["model.hidden"].values:
+        raise MeasurementError(f"claim 6 needs model.hidden = {PAPER_WIDTH} in the sweep's grid")
     sub = ds.sel({"model.hidden": [PAPER_WIDTH]})
     base = _measure_ivfr(sub)
     (row,) = base.measured["simulation"]

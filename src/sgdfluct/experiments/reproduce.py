@@ -76,8 +76,10 @@ def _claim_result(
     claim: ClaimSpec, ds: xr.Dataset | None, error: str, figures_dir: Path
 ) -> ClaimResult:
     figures: list[Path] = []
-    if ds is not None:
-        # a declared metric the sweep lacks is a bug of the pipeline, not a measurement: raise
+    if ds is not None and not error:
+        # a declared metric a complete sweep lacks is a bug of the pipeline, not a measurement:
+        # raise (with failed cells the metric may live only in them: then the claim is reported
+        # inconclusive with the error below)
         require_metrics(ds, claim.metrics, claim.id)
     try:
         if ds is None:
