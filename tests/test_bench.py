@@ -11,6 +11,7 @@ import pytest
 from sgdfluct import bench
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
+HAVE_JAX = importlib.util.find_spec("jax") is not None
 
 
 @pytest.fixture
@@ -27,6 +28,8 @@ def tiny_benchmarks(monkeypatch: pytest.MonkeyPatch) -> dict:
     )  # fmt: skip
     monkeypatch.setattr(bench, "WORK_FLOPS", 2e6)
     monkeypatch.setattr(bench, "RECORD_EVERY", 20)
+    monkeypatch.setattr(bench, "PEER_SECONDS", 0.02)
+    monkeypatch.setattr(bench, "QUICK_REPLICAS", (1, 4))
     peak = bench.gemm_peak_gflops
     monkeypatch.setattr(bench, "gemm_peak_gflops", lambda: peak(size=128, repeats=2))
     return bench.run_benchmarks(quick=True)
@@ -52,6 +55,21 @@ def test_benchmark_structure(tiny_benchmarks: dict) -> None:
             )
         else:
             assert p["naive_torch_steps_per_s"] is None and p["speedup"] is None
+        peers = p["peers"]
+        assert set(peers) == {"naive_torch", "batched_torch", "jax"}
+        assert (peers["naive_torch"] is not None) == HAVE_TORCH
+        assert (peers["batched_torch"] is not None) == HAVE_TORCH
+        assert (peers["jax"] is not None) == HAVE_JAX
+        measured = [v for v in peers.values() if v is not None]
+        if measured:
+            assert all(v > 0 for v in measured)
+            assert p["speedup_vs_best_peer"] == pytest.approx(
+                p["engine_replica_steps_per_s"] / max(measured)
+            )
+            assert peers[p["best_peer"]] == max(measured)
+        else:
+            assert p["speedup_vs_best_peer"] is None
+        assert 0.0 <= p["non_kernel_share"] <= 1.0 and p["stderr_seconds"] >= 0.0
     mem = res["memory"]
     assert mem["long_steps"] == 10 * mem["short_steps"]
     assert mem["short_peak_bytes"] > 0 and mem["long_peak_bytes"] > 0
