@@ -35,7 +35,13 @@ from sgdfluct.theory.detailed_balance import relative_commutator
 from sgdfluct.theory.lyapunov import discrete_additive_covariance
 from sgdfluct.theory.noise import batch_factor
 
-from ._stream import BoundedTrace, NystromSketch, PlateauMonitor, SubspaceMoments
+from ._stream import (
+    PLATEAU_Z,
+    BoundedTrace,
+    NystromSketch,
+    PlateauMonitor,
+    SubspaceMoments,
+)
 
 __all__ = [
     "DRIFT_SHARE_MAX",
@@ -325,8 +331,9 @@ class ProbeRun:
             "layers": layers,
             "stationarity": {
                 "test": (
-                    "block means of the training loss change by less than their standard error "
-                    "(batch means of 10 sub-blocks) over two consecutive block pairs"
+                    f"block means of the training loss change by less than {PLATEAU_Z:g} standard "
+                    "errors (batch means of 10 sub-blocks) over both consecutive pairs of the "
+                    "last three blocks (sliding, checked at every sub-block)"
                 ),
                 "plateau_step": self.plateau_step,
                 "blocks": [[float(m), float(s)] for m, s in self.plateau_blocks],

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "PLATEAU_SUB_BLOCKS",
+    "PLATEAU_Z",
     "BoundedTrace",
     "NystromSketch",
     "PlateauMonitor",
@@ -31,6 +32,10 @@ Array = NDArray[np.float64]
 #: sub-blocks per plateau block: the standard error of a block mean is the scatter of its
 #: sub-block means / sqrt(10) (batch means), robust to autocorrelation shorter than a sub-block
 PLATEAU_SUB_BLOCKS = 10
+#: allowed change of a block mean in standard errors (both consecutive pairs; ~0.9 pass
+#: probability per check for a stationary loss). Set after the first measurements: with 1 SE a
+#: stationary linear control failed 4 consecutive checks (autocorrelation longer than a sub-block)
+PLATEAU_Z = 2.0
 
 
 class NystromSketch:
@@ -172,7 +177,7 @@ class SubspaceMoments:
         return (0.5 * (cov + cov.T)).cpu().numpy()
 
 
-def plateau_test(block_means: Array, block_stderrs: Array) -> bool:
+def plateau_test(block_means: Array, block_stderrs: Array, *, z: float | None = None) -> bool:
     """The stationarity test of docs/theory.md §11 on the last three blocks of the training loss.
 
     Parameters
@@ -180,39 +185,44 @@ def plateau_test(block_means: Array, block_stderrs: Array) -> bool:
     block_means, block_stderrs : (>= 3,) arrays
         Means of consecutive blocks of the recorded training loss and their standard errors
         (batch means: the scatter of :data:`PLATEAU_SUB_BLOCKS` sub-block means / sqrt(10)).
+    z : float, optional
+        Allowed change in standard errors (default :data:`PLATEAU_Z`).
 
     Returns
     -------
     bool
-        True iff over the last two consecutive block pairs the change of the block mean is smaller
-        than its standard error: ``|m_{b+1} − m_b| < sqrt(se_b² + se_{b+1}²)`` for both pairs
-        of the last three blocks.
+        True iff for both consecutive pairs of the last three blocks the change of the block mean
+        is smaller than ``z`` times its standard error:
+        ``|m_{b+1} − m_b| < z sqrt(se_b² + se_{b+1}²)``.
 
     Notes
     -----
-    For a stationary loss each change is ~N(0, se²), so the test passes with probability
-    ≈ 0.68² ≈ 0.5 per check and a stationary run passes within a few blocks; a loss still
-    falling by more than its noise per block fails it.
+    For a stationary loss each change is ~N(0, se²): with ``z = 2`` one check passes with
+    probability ≈ 0.9 (both pairs), so a stationary run passes at once; a loss still falling
+    by more than two standard errors per block fails. :class:`PlateauMonitor` repeats the test
+    at every completed sub-block (sliding blocks).
     """
+    z = PLATEAU_Z if z is None else z
     m = np.asarray(block_means, dtype=float)
     s = np.asarray(block_stderrs, dtype=float)
     if m.shape != s.shape or m.ndim != 1 or m.size < 3:
         raise ValueError(f"plateau_test needs >= 3 blocks, got {m.shape} and {s.shape}")
     m3, s3 = m[-3:], s[-3:]
     for a, b in ((0, 1), (1, 2)):
-        if not abs(m3[b] - m3[a]) < math.hypot(s3[a], s3[b]):
+        if not abs(m3[b] - m3[a]) < z * math.hypot(s3[a], s3[b]):
             return False
     return True
 
 
 @dataclass
 class PlateauMonitor:
-    """Streaming block means for :func:`plateau_test` (O(1) memory).
+    """Streaming sliding blocks for :func:`plateau_test` (O(1) memory).
 
     Parameters
     ----------
     block_records : int
-        Loss records per block (>= 2 per sub-block).
+        Loss records per block; a block is :data:`PLATEAU_SUB_BLOCKS` sub-blocks. The test runs
+        at every completed sub-block on the last three blocks (30 sub-blocks).
     """
 
     block_records: int
@@ -221,30 +231,31 @@ class PlateauMonitor:
         self.sub_len = max(1, self.block_records // PLATEAU_SUB_BLOCKS)
         self._sub_sum = 0.0
         self._sub_n = 0
-        self._subs: list[float] = []
-        self.blocks: deque[tuple[float, float]] = deque(maxlen=3)
+        self._subs: deque[float] = deque(maxlen=3 * PLATEAU_SUB_BLOCKS)
+        self._n_subs = 0
+        self.blocks: list[tuple[float, float]] = []
         self.history: list[tuple[float, float]] = []
 
     def add(self, loss: float) -> bool:
-        """Add one loss record; True when a block just completed and the test passes."""
+        """Add one loss record; True when the test passes at a just completed sub-block."""
         self._sub_sum += loss
         self._sub_n += 1
         if self._sub_n < self.sub_len:
             return False
         self._subs.append(self._sub_sum / self._sub_n)
         self._sub_sum, self._sub_n = 0.0, 0
-        if len(self._subs) < PLATEAU_SUB_BLOCKS:
+        self._n_subs += 1
+        k = PLATEAU_SUB_BLOCKS
+        if self._n_subs % k == 0 and len(self.history) < 10_000:
+            last = np.asarray(list(self._subs)[-k:])
+            self.history.append((float(last.mean()), float(last.std(ddof=1) / math.sqrt(k))))
+        if len(self._subs) < 3 * k:
             return False
-        subs = np.asarray(self._subs)
-        self._subs = []
-        block = (float(subs.mean()), float(subs.std(ddof=1) / math.sqrt(subs.size)))
-        self.blocks.append(block)
-        if len(self.history) < 10_000:
-            self.history.append(block)
-        if len(self.blocks) < 3:
-            return False
-        means, ses = zip(*self.blocks, strict=True)
-        return plateau_test(np.asarray(means), np.asarray(ses))
+        subs = np.asarray(self._subs).reshape(3, k)
+        means = subs.mean(axis=1)
+        ses = subs.std(axis=1, ddof=1) / math.sqrt(k)
+        self.blocks = list(zip(means.tolist(), ses.tolist(), strict=True))
+        return plateau_test(means, ses)
 
 
 class BoundedTrace:
