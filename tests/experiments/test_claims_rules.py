@@ -392,3 +392,20 @@ def test_equivalence_verdict_and_power():
     assert equivalence_power(1.0, 3, 0.01, draws=20_000) < 0.01
     for a, b in itertools.pairwise(powers):
         assert b > a
+
+
+def test_claim7g2_start_dependence_rule():
+    cid = "7g2_interpolation_start_dependence"
+    grid = {"data.n_samples": [25, 40]}
+    base = {
+        "test_loss_end_theory": 2.6,
+        "test_loss_end_sim": 2.6 * (1 + 1e-12),
+        "test_loss_ref": 2.5,
+        "end_point_rel_error": 1e-12,
+    }
+    attrs = {"n_in": 50}
+    assert verdict(cid, grid, 3, base, attrs) == "holds"
+    assert verdict(cid, grid, 3, with_(base, test_loss_end_sim=2.7), attrs) == "fails"
+    assert verdict(cid, grid, 3, with_(base, test_loss_end_sim=2.6 * (1 + 1e-4)), attrs) == (
+        "inconclusive"
+    )

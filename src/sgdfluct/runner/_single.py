@@ -61,7 +61,7 @@ def _single_layer(
         sampling=s.sampling,
         method=a.theory_method,
     )
-    sim = _simulate(config, data, shapes, theta_ref, progress)
+    sim = _simulate(config, data, shapes, _depth1_start(config, shapes, theta_ref), progress)
 
     err_exact = relative_frobenius_error(sim.cov, exact.cov, sim.cov_stderr)
     err_cont = relative_frobenius_error(sim.cov, cov_cont, sim.cov_stderr)
@@ -225,6 +225,43 @@ def _random_matrix_metrics(
     }
 
 
+def _depth1_start(config: ExperimentConfig, shapes: list[tuple[int, int]], w_star: Array) -> Array:
+    """Depth-1 start: W* (``least_squares``) or one random draw per replica (``random``)."""
+    if config.init_kind == "random":
+        return networks.random_start(
+            shapes, replicas=config.sgd.replicas, scale=config.init.scale, seed=config.init.seed
+        )
+    return w_star
+
+
+def _end_point_metrics(
+    config: ExperimentConfig,
+    data: Dataset,
+    shapes: list[tuple[int, int]],
+    start: Array,
+    final: Array,
+) -> dict[str, Any]:
+    """Interpolation: the predicted end point ``W* + W_0 (I - X^+ X)`` of every replica against
+    the simulated one, and their test losses (replica means)."""
+    x = data.inputs
+    w_star = networks.least_squares(x, data.targets)
+    starts = np.broadcast_to(np.asarray(start, float), np.asarray(final).shape)
+    null = np.eye(x.shape[1]) - np.linalg.pinv(x) @ x  # projector off the row space of X
+    ends = [(w_star + s.reshape(w_star.shape) @ null).ravel() for s in starts]
+    err = [
+        float(np.linalg.norm(f - e) / max(float(np.linalg.norm(e)), 1e-300))
+        for f, e in zip(final, ends, strict=True)
+    ]
+    out: dict[str, Any] = {"init_kind": config.init_kind, "end_point_rel_error": float(max(err))}
+    if data.test_inputs.shape[0]:
+        xt, yt = data.test_inputs, data.test_targets
+        out["test_loss_end_sim"] = float(np.mean([networks.loss(f, shapes, xt, yt) for f in final]))
+        out["test_loss_end_theory"] = float(
+            np.mean([networks.loss(e, shapes, xt, yt) for e in ends])
+        )
+    return out
+
+
 def _interpolating_single_layer(
     config: ExperimentConfig,
     data: Dataset,
@@ -236,8 +273,14 @@ def _interpolating_single_layer(
 ) -> _Outcome:
     """Overparameterized single layer (P <= N_i): W* interpolates, every per-sample gradient
     vanishes at W*, so SGD started there has no noise and the stationary covariance is zero
-    (SPEC §1). The simulation is still run as a check; spectra and IVFR are undefined."""
-    sim = _simulate(config, data, shapes, theta_ref, progress)
+    (SPEC §1). The simulation is still run as a check; spectra and IVFR are undefined.
+
+    From a random start (``init.kind = "random"``) SGD keeps the start's component outside the
+    row space of X and converges to ``W_end = W* + W_0 (I - X^+ X)``: the end point (and its test
+    loss) depends on the start; both are reported, simulated and predicted (docs/theory.md §10,
+    claim 7g)."""
+    start = _depth1_start(config, shapes, theta_ref)
+    sim = _simulate(config, data, shapes, start, progress)
     zero = np.zeros_like(hess)
     summary: dict[str, Any] = {
         "alpha": config.data.alpha,
@@ -245,6 +288,7 @@ def _interpolating_single_layer(
         "theory_note": "interpolation (P <= N_i): zero residuals, no SGD noise at W*, "
         "stationary covariance 0",
         "sim_cov_trace": float(np.trace(sim.cov)),
+        **_end_point_metrics(config, data, shapes, start, sim.final),
         "n_records": sim.n_records,
         "engine": sim.engine,
         "simulation_seconds": sim.seconds,
