@@ -18,8 +18,9 @@ from reliability_helpers import PROCESS_TIMEOUT_S, TINY, cli_command, run_cli, t
 
 from sgdfluct.io import MARKER, PAUSE_ENV, PAUSE_MARKER_ENV, claim_output_dir
 
-#: the run's writes into its claimed folder: marker, config.toml, result.nc, summary.json, commit
-WRITE_STEPS = 5
+#: the run's write steps: resume key, marker, simulation checkpoint, config.toml, result.nc,
+#: summary.json, commit of the folder
+WRITE_STEPS = 7
 #: the kill step after which the killed run is re-run for real (the others re-claim only)
 RERUN_STEP = 3
 #: seconds each write step pauses under the test hook (room to deliver a signal)
@@ -78,10 +79,12 @@ def test_kill9_while_writing_leaves_old_run_or_new_run_never_a_mix(tmp_path, rec
         proc = subprocess.run([sys.executable, "-c", _RUN_API, str(cfg), str(out)], check=False)
         assert proc.returncode == 0
         assert json.loads((out / "summary.json").read_text())["depth"] == 1
+        assert _leftovers(tmp_path, "out") == []  # the checkpoints went with the completion
     else:
         with claim_output_dir(out, overwrite=True) as tmp:
             (tmp / "summary.json").write_text("{}")
-    assert _leftovers(tmp_path, "out") == []
+        # only the checkpoints of the killed run stay, for its re-run
+        assert set(_leftovers(tmp_path, "out")) <= {".out.resume"}
     assert "old_only.png" not in tree(out)
 
 
@@ -105,7 +108,8 @@ def test_interrupted_run_exits_130_and_writes_nothing(tmp_path, record, sig):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
     assert not out.exists()
-    assert _leftovers(tmp_path, "out") == []
+    # only the checkpoint folder stays, so that the same command resumes
+    assert set(_leftovers(tmp_path, "out")) <= {".out.resume"}
 
 
 def _sweep_files(tmp_path: Path, seeds: int, steps: int) -> Path:
@@ -129,12 +133,12 @@ def _complete_cells(out: Path) -> list[str]:
 
 
 def test_two_concurrent_sweeps_into_one_folder(tmp_path, record):
-    sweep = _sweep_files(tmp_path, seeds=2, steps=2000)
+    sweep = _sweep_files(tmp_path, seeds=1, steps=2000)
     out = tmp_path / "out"
     marker = tmp_path / "steps.log"
     first = subprocess.Popen(
         cli_command("sweep", str(sweep), "--out", str(out), "--workers", "1", "-q"),
-        env={**os.environ, PAUSE_ENV: "0.3", PAUSE_MARKER_ENV: str(marker)},
+        env={**os.environ, PAUSE_ENV: "0.2", PAUSE_MARKER_ENV: str(marker)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -148,7 +152,7 @@ def test_two_concurrent_sweeps_into_one_folder(tmp_path, record):
     assert "being written by another sgdfluct process" in second.stderr
     assert "Traceback" not in second.stderr
     # every cell complete, each computed once (no mix of two writers)
-    assert _complete_cells(out) == ["data.seed=0__rep=0", "data.seed=1__rep=0"]
+    assert _complete_cells(out) == ["data.seed=0__rep=0"]
     for cell in _complete_cells(out):
         assert (out / "cells" / cell / "result.nc").is_file()
     assert (out / "sweep.nc").is_file()

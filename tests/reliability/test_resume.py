@@ -1,0 +1,94 @@
+"""A `run` killed (SIGKILL) at random points and re-run gives the numbers of an uninterrupted run.
+
+The kill points are the run's write steps (test hook ``SGDFLUCT_TEST_PAUSE_WRITES``): before the
+computation, after the simulation checkpoint, and while the outputs are written. A re-run after
+the checkpoint reuses the stored simulation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+from reliability_helpers import PROCESS_TIMEOUT_S, TINY
+
+from sgdfluct.io import PAUSE_ENV, PAUSE_MARKER_ENV
+
+_RUN_API = """
+import sys, tomllib
+from sgdfluct.config import config_from_dict
+from sgdfluct.runner import run_experiment
+config = config_from_dict(tomllib.loads(open(sys.argv[1]).read()))
+run_experiment(config, sys.argv[2], figures=False)
+"""
+#: write steps of a run (resume key, marker, simulation checkpoint, config.toml, result.nc,
+#: summary.json, commit)
+WRITE_STEPS = 7
+#: the step whose pause follows the stored simulation checkpoint
+AFTER_CHECKPOINT = 4
+#: kill points drawn per test run, besides AFTER_CHECKPOINT
+RANDOM_POINTS = 2
+
+
+def _run(cfg, out, env=None):
+    return subprocess.run(
+        [sys.executable, "-c", _RUN_API, str(cfg), str(out)],
+        env={**os.environ, **(env or {})},
+        check=False,
+        timeout=PROCESS_TIMEOUT_S,
+    )
+
+
+def _numbers(folder):
+    summary = json.loads((folder / "summary.json").read_text())
+    summary.pop("timing")  # wall-clock facts, not results
+    with xr.open_dataset(folder / "result.nc", engine="h5netcdf") as ds:
+        arrays = {name: ds[name].values.copy() for name in ds.data_vars}
+    return summary, arrays
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reference")
+    cfg = folder / "c.toml"
+    cfg.write_text(TINY)
+    assert _run(cfg, folder / "out").returncode == 0
+    return cfg, _numbers(folder / "out")
+
+
+def _kill_points(seed: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    others = [s for s in range(1, WRITE_STEPS + 1) if s != AFTER_CHECKPOINT]
+    return sorted([AFTER_CHECKPOINT, *rng.choice(others, RANDOM_POINTS, replace=False).tolist()])
+
+
+@pytest.mark.parametrize("draw", range(RANDOM_POINTS + 1))
+def test_killed_run_resumes_with_identical_numbers(tmp_path, record, reference, draw):
+    cfg, (ref_summary, ref_arrays) = reference
+    step = _kill_points(int(os.environ.get("SGDFLUCT_TEST_SEED", "0")))[draw]
+    out = tmp_path / "out"
+    marker = tmp_path / "steps.log"
+    env = {**os.environ, PAUSE_ENV: "0.3", PAUSE_MARKER_ENV: str(marker)}
+    proc = subprocess.Popen([sys.executable, "-c", _RUN_API, str(cfg), str(out)], env=env)
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while len(marker.read_text().splitlines() if marker.exists() else []) < step:
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended before the step"
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait(timeout=PROCESS_TIMEOUT_S)
+    checkpointed = any((tmp_path / ".out.resume").glob("simulation-*.npz"))
+    assert checkpointed == (step >= AFTER_CHECKPOINT)
+    assert _run(cfg, out).returncode == 0
+    summary, arrays = _numbers(out)
+    record.update(exit=0, traceback=False, expected=0, kill_step=step, resumed=checkpointed)
+    assert summary == ref_summary
+    assert arrays.keys() == ref_arrays.keys()
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(array, ref_arrays[name], err_msg=name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "steps.log"]
