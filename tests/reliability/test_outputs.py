@@ -234,3 +234,22 @@ def test_probe_into_foreign_folder_is_refused(tmp_path, record):
     assert not crashed and result.exit_code == 2, result.output
     assert "did not write" in result.output
     assert tree(out) == {"todo.txt": b"keep"}
+
+
+def test_sweep_overwrite_starts_afresh(tmp_path, record):
+    """--overwrite on a sweep whose base changed: the stale cells go, every cell is recomputed."""
+    from sgdfluct.experiments._cells import synthetic_cell
+    from sgdfluct.experiments.sweep import load_sweep, run_sweep
+
+    (tmp_path / "base.toml").write_text(TINY)
+    (tmp_path / "s.toml").write_text('base = "base.toml"\n[grid]\n"data.seed" = [0, 1]\n')
+    out = tmp_path / "out"
+    run_sweep(load_sweep(tmp_path / "s.toml"), out, workers=1, cell_fn=synthetic_cell)
+    (tmp_path / "base.toml").write_text(TINY.replace("label_noise = 0.5", "label_noise = 0.7"))
+    spec = load_sweep(tmp_path / "s.toml")
+    ds = run_sweep(spec, out, workers=1, cell_fn=synthetic_cell, overwrite=True)
+    record.update(exit=0, traceback=False, expected=0)
+    for cell in (out / "cells").iterdir():
+        stored = json.loads((cell / "cell.json").read_text())["config"]
+        assert stored["data"]["label_noise"] == 0.7
+    assert ds.sizes["data.seed"] == 2
