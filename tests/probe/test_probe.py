@@ -239,3 +239,11 @@ def test_recorder_memory_independent_of_training_length() -> None:
         run = probe.analyze()
         assert run.layers[0].k == 3 and not run.layers[0].sketch_exact
     assert sizes[0] == sizes[1]
+
+
+def test_plateau_not_passed_during_fast_decay() -> None:
+    """A block that holds the fast initial decay has a large plain scatter; it must not pass."""
+    rng = np.random.default_rng(2)
+    mon = PlateauMonitor(100)
+    losses = [1.0 + 10.0 * math.exp(-i / 15) + 1e-3 * rng.standard_normal() for i in range(300)]
+    assert not any(mon.add(v) for v in losses)

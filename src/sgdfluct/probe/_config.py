@@ -219,8 +219,9 @@ class ProbeSGDConfig:
 class ProbeSettings:
     """``[probe]``: directions, window and analysis settings (SPEC §11).
 
-    ``plateau_block`` (steps; default ``window // 4``), ``sketch_size`` (columns of the streaming
-    Nyström sketch; default ``2 top_k + 20``) and ``bootstrap`` are extensions of INTERFACE.md.
+    ``plateau_block`` (steps; default ``window // 4``), ``sketch_size`` (columns of the
+    streaming Nyström sketch; default ``max(2 top_k + 20, 256)``) and ``bootstrap`` are
+    extensions of INTERFACE.md.
     """
 
     directions: str = "pca"

@@ -64,6 +64,9 @@ WELL_ABOVE_ZERO_RTOL = 1e-2
 DRIFT_SHARE_MAX = 0.5
 #: the window should span this many relaxation times 1/(η k_min) (SPEC §11: 100/(η k_min))
 WINDOW_RELAXATIONS = 100.0
+#: smallest default sketch (columns): layers up to this size get the exact PCA, larger ones a
+#: sketch of O(MIN_SKETCH_SIZE d) memory, top-k variances tight unless the spectrum is flat
+MIN_SKETCH_SIZE = 256
 #: grid points of each stored loss profile (odd: the grid contains s = 0)
 PROFILE_POINTS = 41
 #: bisection steps refining each flatness crossing (grid spacing / 2^30)
@@ -332,8 +335,9 @@ class ProbeRun:
             "stationarity": {
                 "test": (
                     f"block means of the training loss change by less than {PLATEAU_Z:g} standard "
-                    "errors (batch means of 10 sub-blocks) over both consecutive pairs of the "
-                    "last three blocks (sliding, checked at every sub-block)"
+                    "errors (batch means of 10 sub-blocks, successive-difference scatter) over "
+                    "both consecutive pairs of the last three blocks (sliding, checked at every "
+                    "sub-block)"
                 ),
                 "plateau_step": self.plateau_step,
                 "blocks": [[float(m), float(s)] for m, s in self.plateau_blocks],
@@ -479,7 +483,7 @@ class FluctuationProbe:
     plateau_block : int, optional
         Block length of the plateau test in steps (default ``window // 4``).
     sketch_size : int, optional
-        Columns of the streaming sketch (default ``2 top_k + 20``).
+        Columns of the streaming sketch (default ``max(2 top_k + 20, MIN_SKETCH_SIZE)``).
     test_data : (inputs, targets) tensors, optional
         For the test loss and accuracy at the window mean.
     task : {"auto", "classification", "one_hot", "regression"}
@@ -594,7 +598,9 @@ class FluctuationProbe:
                 f"plateau_block = {block} steps holds {block_records} loss records of every = "
                 f"{every}: expected >= 20 (plateau_block >= {20 * every})"
             )
-        self.sketch_size = sketch_size if sketch_size is not None else 2 * top_k + 20
+        self.sketch_size = (
+            sketch_size if sketch_size is not None else max(2 * top_k + 20, MIN_SKETCH_SIZE)
+        )
         if self.sketch_size < top_k:
             raise ConfigError(f"sketch_size = {sketch_size}: expected >= top_k = {top_k}")
         self.plateau = PlateauMonitor(block_records)

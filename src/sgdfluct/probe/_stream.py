@@ -29,8 +29,9 @@ __all__ = [
 
 Array = NDArray[np.float64]
 
-#: sub-blocks per plateau block: the standard error of a block mean is the scatter of its
-#: sub-block means / sqrt(10) (batch means), robust to autocorrelation shorter than a sub-block
+#: sub-blocks per plateau block: the standard error of a block mean is the (successive-difference)
+#: scatter of sub-block means / sqrt(10) (batch means), robust to autocorrelation shorter than a
+#: sub-block
 PLATEAU_SUB_BLOCKS = 10
 #: allowed change of a block mean in standard errors (both consecutive pairs; ~0.9 pass
 #: probability per check for a stationary loss). Set after the first measurements: with 1 SE a
@@ -46,7 +47,8 @@ class NystromSketch:
     reference : (d,) tensor
         The first snapshot ``w_0``; deviations ``u_t = w_t - w_0`` are accumulated.
     sketch_size : int
-        ``ℓ``, the number of random test vectors (``ℓ >= k``; ``2k + 20`` by default in the probe).
+        ``ℓ``, the number of random test vectors (``ℓ >= k``; ``max(2k + 20, 256)`` by default
+        in the probe).
     generator : torch.Generator
         Draws the Gaussian test matrix.
 
@@ -184,7 +186,8 @@ def plateau_test(block_means: Array, block_stderrs: Array, *, z: float | None = 
     ----------
     block_means, block_stderrs : (>= 3,) arrays
         Means of consecutive blocks of the recorded training loss and their standard errors
-        (batch means: the scatter of :data:`PLATEAU_SUB_BLOCKS` sub-block means / sqrt(10)).
+        (batch means: the successive-difference scatter of the :data:`PLATEAU_SUB_BLOCKS`
+        sub-block means / sqrt(10), see :class:`PlateauMonitor`).
     z : float, optional
         Allowed change in standard errors (default :data:`PLATEAU_Z`).
 
@@ -248,14 +251,26 @@ class PlateauMonitor:
         k = PLATEAU_SUB_BLOCKS
         if self._n_subs % k == 0 and len(self.history) < 10_000:
             last = np.asarray(list(self._subs)[-k:])
-            self.history.append((float(last.mean()), float(last.std(ddof=1) / math.sqrt(k))))
+            self.history.append((float(last.mean()), _mssd_stderr(last)))
         if len(self._subs) < 3 * k:
             return False
-        subs = np.asarray(self._subs).reshape(3, k)
-        means = subs.mean(axis=1)
-        ses = subs.std(axis=1, ddof=1) / math.sqrt(k)
+        subs = np.asarray(self._subs)
+        means = subs.reshape(3, k).mean(axis=1)
+        ses = np.full(3, _mssd_stderr(subs))
         self.blocks = list(zip(means.tolist(), ses.tolist(), strict=True))
         return plateau_test(means, ses)
+
+
+def _mssd_stderr(subs: Array) -> float:
+    """Standard error of a block mean of :data:`PLATEAU_SUB_BLOCKS` sub-block means.
+
+    The sub-block scatter is the mean squared successive difference ``Σ (s_{i+1} − s_i)² / (2(n −
+    1))`` (von Neumann), which a trend inside the blocks barely inflates (a linear trend adds its
+    per-sub-block slope squared / 2), unlike the plain standard deviation: a block still in the
+    fast initial decay must not pass for noisy.
+    """
+    d = np.diff(np.asarray(subs, dtype=float))
+    return float(math.sqrt(np.mean(d**2) / 2.0) / math.sqrt(PLATEAU_SUB_BLOCKS))
 
 
 class BoundedTrace:

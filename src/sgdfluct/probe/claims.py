@@ -5,7 +5,7 @@ same shape on the same data show the same pattern; does the noise (T_i vs k_i) o
 explain it."
 
 The decision rule below (:data:`RULE`, thresholds as constants) was written on 2026-11-28 before
-any claim-8 measurement was taken; :data:`RULE_HISTORY` records every later change (none so far).
+any claim-8 measurement was taken; :data:`RULE_HISTORY` records every later change.
 The seed (data subset, initialization and SGD) is the replication unit: per-seed values are
 summarized by their mean and a Student-t interval over seeds (the science issue's method).
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -65,19 +64,31 @@ RULE = (
     "lies at or below 0 there, 'undetermined' otherwise."
 )
 #: every change of RULE: {"date", "change", "after_seeing_data"}; empty: never changed
-RULE_HISTORY: list[dict[str, Any]] = []
+RULE_HISTORY: list[dict[str, Any]] = [
+    {
+        "date": "2026-11-28",
+        "change": (
+            "the plateau test behind 'stationary' allows a change of 2 standard errors per block "
+            "pair instead of 1 (sliding blocks): with 1 a stationary single linear layer failed "
+            "four consecutive checks. Made after seeing that linear-control run, before any "
+            "claim-8 measurement; the decision rule itself is unchanged"
+        ),
+        "after_seeing_data": True,
+    }
+]
 
-#: sizes per scale: (n_train, hidden, top_k, window, record_every, max steps)
+#: sizes per scale; learning rate and weight decay chosen by measurement so that every seed passes
+#: the plateau test well before steps - window (docs §11: stationarity first)
 _SCALES: dict[str, dict[str, Any]] = {
     "quick": {
         "n_train": 300,
         "hidden": (16, 16),
-        "top_k": 10,
+        "top_k": 8,
         "window": 2000,
-        "every": 5,
+        "every": 10,
         "steps": 12_000,
-        "learning_rate": 0.1,
-        "weight_decay": 0.01,
+        "learning_rate": 0.2,
+        "weight_decay": 0.05,
         "batch_size": 32,
     },
     "full": {
@@ -86,9 +97,9 @@ _SCALES: dict[str, dict[str, Any]] = {
         "top_k": 30,
         "window": 8000,
         "every": 5,
-        "steps": 60_000,
-        "learning_rate": 0.1,
-        "weight_decay": 0.01,
+        "steps": 40_000,
+        "learning_rate": 0.2,
+        "weight_decay": 0.05,
         "batch_size": 32,
     },
 }
@@ -139,38 +150,42 @@ def _sign(ci: list[float] | None) -> str:
     return "+" if ci[0] > 0 else "-" if ci[1] < 0 else "0"
 
 
-def _measure_net(scale: str, seeds: int, kind: str) -> dict[str, Any]:
-    per_seed: list[dict[str, Any]] = []
-    for seed in range(seeds):
-        cfg = claim8_config(scale, seed, kind=kind)
-        try:
-            run, info = run_probe(cfg)
-        except MeasurementError as exc:
-            per_seed.append({"seed": seed, "error": str(exc)})
-            continue
-        layers = {}
-        for lr in run.layers:
-            layers[lr.layer] = {
-                "psi_sharp": lr.ivfr_sharp.get("psi"),
-                "psi_all": lr.ivfr_all.get("psi"),
-                "n_sharp": lr.ivfr_sharp.get("n"),
-                "spearman_T_k": (
-                    lr.spearman_temperature_curvature
-                    if math.isfinite(lr.spearman_temperature_curvature)
-                    else None
-                ),
-                "theory_error": lr.theory_error if math.isfinite(lr.theory_error) else None,
-                "drift_share_mean": float(lr.drift_share.mean()),
-            }
-        per_seed.append(
-            {
-                "seed": seed,
-                "plateau_step": run.plateau_step,
-                "test_accuracy": run.test_accuracy,
-                "seconds": info["total_seconds"],
-                "layers": layers,
-            }
-        )
+def _one_seed(args: tuple[str, int, str]) -> dict[str, Any]:
+    """Probe one seed of one network (a worker task)."""
+    scale, seed, kind = args
+    cfg = claim8_config(scale, seed, kind=kind)
+    try:
+        run, info = run_probe(cfg)
+    except MeasurementError as exc:
+        return {"seed": seed, "kind": kind, "error": str(exc)}
+    layers = {}
+    for lr in run.layers:
+        layers[lr.layer] = {
+            "psi_sharp": lr.ivfr_sharp.get("psi"),
+            "psi_all": lr.ivfr_all.get("psi"),
+            "n_sharp": lr.ivfr_sharp.get("n"),
+            "spearman_T_k": (
+                lr.spearman_temperature_curvature
+                if math.isfinite(lr.spearman_temperature_curvature)
+                else None
+            ),
+            "theory_error": lr.theory_error if math.isfinite(lr.theory_error) else None,
+            "drift_share_mean": float(lr.drift_share.mean()),
+            "window_relaxations": lr.window_relaxations,
+        }
+    return {
+        "seed": seed,
+        "kind": kind,
+        "plateau_step": run.plateau_step,
+        "test_accuracy": run.test_accuracy,
+        "seconds": info["total_seconds"],
+        "peak_rss_mb": info["peak_rss_mb"],
+        "recorder_bytes": run.recorder_bytes,
+        "layers": layers,
+    }
+
+
+def _summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [s for s in per_seed if "layers" in s]
     n_layers = max((len(s["layers"]) for s in ok), default=0)
     summary: dict[str, Any] = {}
@@ -188,15 +203,19 @@ def _measure_net(scale: str, seeds: int, kind: str) -> dict[str, Any]:
     return {"layers": summary, "per_seed": per_seed, "seeds_ok": len(ok)}
 
 
-def measure_claim8(scale: str = "quick", seeds: int = 5) -> dict[str, Any]:
+def measure_claim8(
+    scale: str = "quick", seeds: int = 5, *, workers: int | None = None
+) -> dict[str, Any]:
     """Measure claim 8 and decide it by :data:`RULE`.
 
     Parameters
     ----------
     scale : {"quick", "full"}
-        Sizes (quick: digits subset of 300, MLP 64-16-16-10, 10 directions per layer).
+        Sizes (quick: digits subset of 300, MLP 64-16-16-10, 8 directions per layer).
     seeds : int
         Seeds (>= MIN_SEEDS for a verdict other than inconclusive).
+    workers : int, optional
+        Processes (default 2: the seeds of both networks run two at a time).
 
     Returns
     -------
@@ -208,8 +227,19 @@ def measure_claim8(scale: str = "quick", seeds: int = 5) -> dict[str, Any]:
     if seeds < 1:
         raise ConfigError(f"seeds = {seeds}: expected an integer >= 1")
     t0 = time.perf_counter()
-    mlp = _measure_net(scale, seeds, "mlp")
-    lin = _measure_net(scale, seeds, "linear")
+    tasks = [(scale, seed, kind) for kind in ("mlp", "linear") for seed in range(seeds)]
+    workers = max(1, min(workers if workers is not None else 2, len(tasks)))
+    if workers == 1:
+        results = [_one_seed(t) for t in tasks]
+    else:
+        import multiprocessing as mp
+
+        # fork: the parent has run no torch kernels, so no thread pool is inherited
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(workers) as pool:
+            results = pool.map(_one_seed, tasks, chunksize=1)
+    mlp = _summarize([r for r in results if r["kind"] == "mlp"])
+    lin = _summarize([r for r in results if r["kind"] == "linear"])
     layers = mlp["layers"]
     positive = [k for k, b in layers.items() if b["sign"] == "+"]
     all_counted = bool(layers) and all(b["psi_sharp"]["n"] >= MIN_SEEDS for b in layers.values())
@@ -248,7 +278,3 @@ def measure_claim8(scale: str = "quick", seeds: int = 5) -> dict[str, Any]:
         "explanation": explanation,
         "seconds": time.perf_counter() - t0,
     }
-
-
-def _with_scale(config: ProbeConfig, **sgd: Any) -> ProbeConfig:  # pragma: no cover - helper
-    return replace(config, sgd=replace(config.sgd, **sgd))
