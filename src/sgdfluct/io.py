@@ -471,6 +471,12 @@ def claim_output_dir(
     with folder_lock(out_dir) as out:
         _remove_stale(out)
         _refuse(out, kind, output_kind(out), overwrite)
+        cwd = Path.cwd().resolve()
+        if cwd == out.resolve() or out.resolve() in cwd.parents:
+            raise OutputError(
+                f"output folder {str(out)!r} is the current folder or contains it: the finished "
+                "output replaces the folder, so give a sub-folder (e.g. --out results)"
+            )
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{_TMP_TAG}", dir=out.parent))
         except OSError as exc:

@@ -253,3 +253,15 @@ def test_sweep_overwrite_starts_afresh(tmp_path, record):
         stored = json.loads((cell / "cell.json").read_text())["config"]
         assert stored["data"]["label_noise"] == 0.7
     assert ds.sizes["data.seed"] == 2
+
+
+def test_output_folder_may_not_be_the_current_folder(tmp_path, record, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    cfg = _write_config(tmp_path)
+    monkeypatch.chdir(here)
+    result, crashed = _invoke(["run", str(cfg), "--out", ".", "-q"])
+    record.update(exit=result.exit_code, traceback=crashed, expected=2)
+    assert not crashed and result.exit_code == 2
+    assert "is the current folder" in result.output
+    assert here.is_dir() and list(here.iterdir()) == []
