@@ -72,6 +72,10 @@ _LEGACY_SIGNS = {
 }
 PAUSE_ENV = "SGDFLUCT_TEST_PAUSE_WRITES"
 PAUSE_MARKER_ENV = "SGDFLUCT_TEST_PAUSE_MARKER"
+#: errors of the storage, not of the program: reported as OutputError naming the path
+_STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+)
 _TMP_TAG = ".tmp-"
 _OLD_TAG = ".old-"
 
@@ -144,6 +148,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         apply_umask(tmp_path)
         _pause(f"write {path.name}")
         os.replace(tmp_path, path)
+    except OutputError:
+        raise
+    except OSError as exc:  # disk full, quota, read-only file system, ...
+        if exc.errno not in _STORAGE_ERRNOS:
+            raise
+        raise _output_error(path, exc, "write") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

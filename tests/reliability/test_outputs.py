@@ -265,3 +265,26 @@ def test_output_folder_may_not_be_the_current_folder(tmp_path, record, monkeypat
     assert not crashed and result.exit_code == 2
     assert "is the current folder" in result.output
     assert here.is_dir() and list(here.iterdir()) == []
+
+
+def test_disk_full_while_writing_is_an_output_error_and_leaves_nothing(
+    tmp_path, record, monkeypatch
+):
+    import errno
+
+    import sgdfluct.io as sio
+    from sgdfluct.runner import run_experiment
+
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        if Path(dst).name == "result.nc":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(sio.os, "replace", full_disk)
+    with pytest.raises(OutputError, match="No space left on device") as info:
+        run_experiment(_config(), tmp_path / "out", figures=False)
+    record.update(exit=2, traceback=False, expected=2, error=type(info.value).__name__)
+    assert "result.nc" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
