@@ -71,6 +71,9 @@ def _simulate(
         engine=s.engine,
         device=s.device,
         dtype=s.dtype,
+        # depth >= 2 measures from the stored trajectory (windows, SPEC §8a) and never reads the
+        # run-long d x d moments: keep only the O(d k) subspace statistics there
+        statistics="auto" if len(shapes) == 1 else "subspace",
     )
     save_stage(stage, result)
     return result

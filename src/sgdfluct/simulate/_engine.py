@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from numpy.typing import NDArray
 from sgdfluct import networks
 from sgdfluct.errors import ConfigError, DivergenceError
 from sgdfluct.simulate import _cpu, _kernels, _torch  # noqa: F401  (registrations)
+from sgdfluct.simulate._checkpoint import Checkpoint, fingerprint
 from sgdfluct.simulate._registry import DEVICES, DTYPES, Problem, get_engine, layer_layout
 from sgdfluct.simulate._sampling import IndexStream, replica_seeds
 from sgdfluct.simulate._stats import (
@@ -41,14 +43,35 @@ SNAPSHOT_BYTES = 32 * 2**20
 GROWTH_BOUND = 1e6
 
 
-@dataclass(frozen=True)
+class _Stat:
+    """A statistic of :class:`SimulationResult`: the value it was built with, or else read (and
+    computed, for the records statistics) from the run's moments on first access."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return None  # the dataclass default
+        value = obj.__dict__.get(self.name)
+        if value is None:
+            moments = obj.__dict__.get("_moments")
+            value = None if moments is None else getattr(moments, self.name)
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = value
+
+
+@dataclass(frozen=True, kw_only=True)
 class SimulationResult:
     """Stationary statistics of a multi-replica SGD run.
 
-    The statistics (``mean`` .. ``replica_means``) are read from ``moments``; with
+    The statistics (``mean`` .. ``replica_means``) are read from the run's moments; with
     ``statistics == "records"`` each is computed on first access (a standard error nobody reads
     costs nothing). With ``statistics == "subspace"`` the d x d fields are ``None`` and
-    ``subspace`` holds the top-k covariance.
+    ``subspace`` holds the top-k covariance. Built from arrays (e.g. a stored stage), the fields
+    are those arrays.
 
     Attributes
     ----------
@@ -97,7 +120,14 @@ class SimulationResult:
         Always False (divergence raises :class:`DivergenceError`); kept for the result contract.
     """
 
-    moments: Any = field(repr=False, compare=False)
+    mean: Array = _Stat()  # type: ignore[assignment]
+    mean_stderr: Array = _Stat()  # type: ignore[assignment]
+    cov: Array | None = _Stat()  # type: ignore[assignment]
+    cov_stderr: Array | None = _Stat()  # type: ignore[assignment]
+    lag1: Array | None = _Stat()  # type: ignore[assignment]
+    lag1_stderr: Array | None = _Stat()  # type: ignore[assignment]
+    lag1_antisym_stderr: Array | None = _Stat()  # type: ignore[assignment]
+    replica_means: Array = _Stat()  # type: ignore[assignment]
     n_records: int
     trajectory: Array | None
     trajectory_steps: NDArray[np.int64] | None
@@ -109,18 +139,10 @@ class SimulationResult:
     statistics: str = "streaming"
     diverged: bool = False
 
-    mean = property(lambda self: self.moments.mean)
-    mean_stderr = property(lambda self: self.moments.mean_stderr)
-    cov = property(lambda self: self.moments.cov)
-    cov_stderr = property(lambda self: self.moments.cov_stderr)
-    lag1 = property(lambda self: self.moments.lag1)
-    lag1_stderr = property(lambda self: self.moments.lag1_stderr)
-    lag1_antisym_stderr = property(lambda self: self.moments.lag1_antisym_stderr)
-    replica_means = property(lambda self: self.moments.replica_means)
-
     @property
     def subspace(self) -> SubspaceStatistics | None:
-        return getattr(self.moments, "subspace", None)
+        """Top-k covariance (``statistics == "subspace"``), else None."""
+        return getattr(self.__dict__.get("_moments"), "subspace", None)
 
 
 def _check_int(name: str, value: int, low: int) -> int:
@@ -247,6 +269,8 @@ def simulate(
     statistics: str = "auto",
     subspace_rank: int = SUBSPACE_RANK,
     chunk_steps: int = CHUNK_STEPS,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: float = 60.0,
 ) -> SimulationResult:
     """Run ``replicas`` independent SGD chains and return their stationary statistics.
 
@@ -303,6 +327,13 @@ def simulate(
         k of the subspace statistics.
     chunk_steps : int
         Steps per kernel call (results do not depend on it; for tests and tuning).
+    checkpoint : path or None
+        Save the run's state to this file every ``checkpoint_every`` seconds and at the end, and
+        resume from it if it exists (same data, start and arguments, else ConfigError). A resumed
+        run returns bitwise what an uninterrupted one would; a finished checkpoint returns the
+        result without stepping. The caller deletes the file when it no longer needs it.
+    checkpoint_every : float
+        Seconds between checkpoint saves (0: after every chunk).
 
     Returns
     -------
@@ -379,7 +410,6 @@ def simulate(
     th0 = np.array(th0, dtype=np.float64, order="C")
     rows, cols, off = layer_layout(shapes)
     problem = Problem(x, y, tuple(shapes), rows, cols, off, float(learning_rate))
-    stepper = eng.start(problem, th0, device, dtype)
     stream = IndexStream(x.shape[0], batch_size, sampling, replica_seeds(seed, replicas))
 
     traj_steps = None if trajectory_every is None else np.arange(0, steps + 1, trajectory_every)
@@ -387,6 +417,31 @@ def simulate(
     ti = 0
     stats: StreamingMoments | RecordMoments | SubspaceMoments | None = None
     mode = _choose_statistics(statistics, d, replicas, n_records, n_batches)
+    k = 0  # steps done
+    theta_start = th0
+    ckpt = None
+    if checkpoint is not None:
+        seed_key = (
+            repr((seed.entropy, seed.spawn_key, seed.pool_size))
+            if isinstance(seed, np.random.SeedSequence)
+            else repr(seed)
+        )
+        params = dict(shapes=shapes, learning_rate=float(learning_rate), batch_size=batch_size,
+                      sampling=sampling, steps=steps, burn_in=burn_in, record_every=record_every,
+                      replicas=replicas, seed=seed_key,
+                      n_batches=n_batches, trajectory_every=trajectory_every, engine=engine,
+                      dtype=dtype, statistics=mode[0], subspace_rank=subspace_rank)  # fmt: skip
+        ckpt = Checkpoint(checkpoint, checkpoint_every, fingerprint([x, y, th0], params))
+        state = ckpt.load()
+        if state is not None:
+            k, theta_start, stream, stats = (
+                state["k"],
+                state["theta"],
+                state["stream"],
+                state["stats"],
+            )
+            traj, ti = state["traj"], state["ti"]
+    stepper = eng.start(problem, theta_start, device, dtype)
     # chunk length bounded so that the snapshot buffer stays below SNAPSHOT_BYTES
     per_step = 2.0 / record_every + (0 if trajectory_every is None else 1.0 / trajectory_every)
     max_snap = max(2, SNAPSHOT_BYTES // (8 * replicas * d))
@@ -397,7 +452,7 @@ def simulate(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, unit="step", desc=f"SGD x{replicas} ({engine}, {stepper.device})")
-    k = 0  # steps done
+        bar.update(k)
     try:
         while k < steps:
             # the reference point is set at burn_in: make it a chunk boundary
@@ -438,12 +493,14 @@ def simulate(
             k = end
             if bar is not None:
                 bar.update(n)
+            if ckpt is not None and (k == steps or ckpt.due()):
+                ckpt.save(dict(k=k, theta=stepper.weights(), stream=stream, stats=stats,
+                               traj=traj, ti=ti))  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
     assert stats is not None
-    return SimulationResult(
-        moments=stats.result(),
+    result = SimulationResult(
         n_records=n_records,
         trajectory=traj,
         trajectory_steps=traj_steps,
@@ -454,3 +511,5 @@ def simulate(
         dtype=stepper.dtype,
         statistics=stats.kind,
     )
+    object.__setattr__(result, "_moments", stats.result())
+    return result
