@@ -43,16 +43,21 @@ def _simulate(
     progress: bool,
     trajectory_every: int | None = None,
 ) -> Any:
-    from sgdfluct.io import load_stage, save_stage
+    from sgdfluct.io import checkpoint_interval, load_stage, resume_dir, save_stage
     from sgdfluct.simulate import SimulationResult, simulate
 
     s = config.sgd
-    # a claimed run interrupted after its simulation reuses it (sgdfluct.io.claim_output_dir)
+    # a claimed run (sgdfluct.io.claim_output_dir) that was interrupted resumes: from the stored
+    # result after its simulation, from the engine's last checkpoint during it
     digest = hashlib.sha256(np.ascontiguousarray(theta0, dtype=float).tobytes()).hexdigest()
     stage = f"simulation-{digest[:16]}-{trajectory_every}"
     done = load_stage(stage, SimulationResult)
     if done is not None:
         return done
+    folder = resume_dir()
+    resume: dict[str, Any] = {}
+    if folder is not None:
+        resume = {"checkpoint": folder / f"{stage}.ckpt", "checkpoint_every": checkpoint_interval()}
     result = simulate(
         data.inputs,
         data.targets,
@@ -74,6 +79,7 @@ def _simulate(
         # depth >= 2 measures from the stored trajectory (windows, SPEC §8a) and never reads the
         # run-long d x d moments: keep only the O(d k) subspace statistics there
         statistics="auto" if len(shapes) == 1 else "subspace",
+        **resume,
     )
     save_stage(stage, result)
     return result
