@@ -92,3 +92,40 @@ def test_killed_run_resumes_with_identical_numbers(tmp_path, record, reference, 
     for name, array in arrays.items():
         np.testing.assert_array_equal(array, ref_arrays[name], err_msg=name)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "steps.log"]
+
+
+#: a run whose simulation lasts a few seconds (many chunks of the engine)
+LONG_STEPS = 600_000
+
+
+def test_run_killed_mid_simulation_resumes_bitwise(tmp_path, record, global_random_seed):
+    """Checkpoints after every chunk; SIGKILL at a random moment of the simulation; the re-run
+    continues from the last checkpoint and returns the numbers of an uninterrupted run."""
+    import pickle
+
+    cfg = tmp_path / "long.toml"
+    cfg.write_text(TINY.replace("steps = 2000", f"steps = {LONG_STEPS}"))
+    assert _run(cfg, tmp_path / "reference").returncode == 0
+    out = tmp_path / "out"
+    env = {**os.environ, "SGDFLUCT_CHECKPOINT_SECONDS": "0"}
+    proc = subprocess.Popen([sys.executable, "-c", _RUN_API, str(cfg), str(out)], env=env)
+    resume = tmp_path / ".out.resume"
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while not list(resume.glob("*.ckpt")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    time.sleep(np.random.default_rng(global_random_seed).uniform(0.0, 0.3))
+    proc.kill()
+    proc.wait(timeout=PROCESS_TIMEOUT_S)
+    (ckpt,) = resume.glob("*.ckpt")
+    with ckpt.open("rb") as fh:
+        step = pickle.load(fh)["k"]  # our own checkpoint, written by the run above
+    assert 0 < step < LONG_STEPS, step  # killed mid-simulation
+    assert _run(cfg, out).returncode == 0
+    record.update(exit=0, traceback=False, expected=0, killed_at_step=int(step))
+    summary, arrays = _numbers(out)
+    ref_summary, ref_arrays = _numbers(tmp_path / "reference")
+    assert summary == ref_summary
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(array, ref_arrays[name], err_msg=name)
+    assert not resume.exists()
