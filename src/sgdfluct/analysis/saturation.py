@@ -21,7 +21,8 @@ The gate asks five questions, each of which must pass:
    both significant (t-test over replicas, Bonferroni over components, family-wise 5 %) and
    larger than ``rtol`` times the Gram scale.
 
-The burn-in is the latest saturation step of 1-3 (the midpoint when one of them did not saturate).
+The burn-in is the latest saturation step of 1-3, at least the end of the first block (which holds
+the start and the loss decay), and the midpoint when one of them did not saturate.
 """
 
 from __future__ import annotations
@@ -310,7 +311,10 @@ def saturation_gate(
             )
     parts_ok = sat_loss.saturated and sat_imb.saturated and sat_gram.saturated
     mid = int(steps[edges[n_blocks // 2]])
-    step = max(sat_loss.step, sat_imb.step, sat_gram.step) if parts_ok else mid
+    # the first block holds the start and the loss decay: never measured, even when its block
+    # mean happens to lie within the saturation threshold
+    first_block_end = int(steps[edges[1]])
+    step = max(sat_loss.step, sat_imb.step, sat_gram.step, first_block_end) if parts_ok else mid
     return SaturationGate(
         saturated=not reasons,
         step=int(min(step, mid)),
