@@ -335,9 +335,9 @@ class ProbeRun:
             "stationarity": {
                 "test": (
                     f"block means of the training loss change by less than {PLATEAU_Z:g} standard "
-                    "errors (batch means of 10 sub-blocks, successive-difference scatter) over "
-                    "both consecutive pairs of the last three blocks (sliding, checked at every "
-                    "sub-block)"
+                    "errors (batch means of 10 sub-blocks; successive-difference scatter of "
+                    "the two most recent blocks) over both consecutive pairs of the last three "
+                    "blocks (sliding, checked at every sub-block)"
                 ),
                 "plateau_step": self.plateau_step,
                 "blocks": [[float(m), float(s)] for m, s in self.plateau_blocks],

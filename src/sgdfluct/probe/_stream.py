@@ -225,7 +225,9 @@ class PlateauMonitor:
     ----------
     block_records : int
         Loss records per block; a block is :data:`PLATEAU_SUB_BLOCKS` sub-blocks. The test runs
-        at every completed sub-block on the last three blocks (30 sub-blocks).
+        at every completed sub-block on the last three blocks (30 sub-blocks); the standard error
+        of every block mean is the successive-difference scatter of the sub-block means of the
+        two most recent blocks / sqrt(10).
     """
 
     block_records: int
@@ -256,7 +258,9 @@ class PlateauMonitor:
             return False
         subs = np.asarray(self._subs)
         means = subs.reshape(3, k).mean(axis=1)
-        ses = np.full(3, _mssd_stderr(subs))
+        # the scatter of the two most recent blocks serves all three: an early block still in
+        # the initial decay must not pass its large scatter off as noise
+        ses = np.full(3, _mssd_stderr(subs[k:]))
         self.blocks = list(zip(means.tolist(), ses.tolist(), strict=True))
         return plateau_test(means, ses)
 

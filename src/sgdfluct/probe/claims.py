@@ -74,7 +74,18 @@ RULE_HISTORY: list[dict[str, Any]] = [
             "claim-8 measurement; the decision rule itself is unchanged"
         ),
         "after_seeing_data": True,
-    }
+    },
+    {
+        "date": "2026-11-28",
+        "change": (
+            "the plateau test's standard error comes from the successive differences of the two "
+            "most recent blocks' sub-block means: the first digits runs (and the first claim-8 "
+            "measurement, verdict 'fails') had passed it while the first block still held the "
+            "initial decay, whose scatter inflated the error. The decision rule is unchanged; "
+            "the measurement was repeated"
+        ),
+        "after_seeing_data": True,
+    },
 ]
 
 #: sizes per scale; learning rate and weight decay chosen by measurement so that every seed passes
