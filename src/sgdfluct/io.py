@@ -57,6 +57,7 @@ __all__ = [
     "output_kind",
     "prepare_output_dir",
     "require_finite",
+    "resumable",
     "resume_dir",
     "save_stage",
     "to_jsonable",
@@ -492,26 +493,20 @@ def claim_output_dir(
             tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{_TMP_TAG}", dir=out.parent))
         except OSError as exc:
             raise _output_error(out.parent, exc, "write into") from None
-        resume = None if resume_key is None else _open_resume(out, f"{kind}\n{resume_key}")
-        token = _RESUME_DIR.set(resume)
-        keep_resume = True
+        checkpoints = (
+            contextlib.nullcontext()
+            if resume_key is None
+            else resumable(out.parent / f".{out.name}{_RESUME_TAG}", f"{kind}\n{resume_key}")
+        )
         try:
-            apply_umask(tmp, directory=True)
-            _write_marker(tmp, kind)
-            yield tmp
-            _commit(tmp, out)
-            keep_resume = False  # done: nothing to resume
-        except (KeyboardInterrupt, SystemExit):
-            raise  # interrupted: the checkpoints let the same command resume
-        except BaseException:
-            keep_resume = False  # a failure would recur: start afresh next time
-            raise
+            with checkpoints:
+                apply_umask(tmp, directory=True)
+                _write_marker(tmp, kind)
+                yield tmp
+                _commit(tmp, out)
         finally:
-            _RESUME_DIR.reset(token)
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-            if resume is not None and not keep_resume:
-                shutil.rmtree(resume, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -524,13 +519,39 @@ _RESUME_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
 _RESUME_TAG = ".resume"
 
 
-def _open_resume(out: Path, key: str) -> Path:
-    """The checkpoint folder ``.<name>.resume`` of ``out`` for ``key`` (emptied if it holds the
-    checkpoints of another config or version). Call with the folder lock held."""
+@contextlib.contextmanager
+def resumable(folder: str | Path, key: str) -> Iterator[Path]:
+    """Make ``folder`` the checkpoint folder (:func:`resume_dir`) of the computation inside.
+
+    The folder is reused if it holds the checkpoints of the same ``key`` (and package version),
+    emptied otherwise. It is kept when the computation is interrupted (KeyboardInterrupt,
+    SystemExit, or a killed process), so that a re-run resumes, and removed when the block ends
+    normally or with an error (an error would recur: the next run starts afresh). The caller
+    must own the folder exclusively (a lock).
+    """
+    folder = _open_resume(Path(folder), key)
+    token = _RESUME_DIR.set(folder)
+    keep = True
+    try:
+        yield folder
+        keep = False  # done: nothing to resume
+    except (KeyboardInterrupt, SystemExit):
+        raise  # interrupted: the checkpoints let the same command resume
+    except BaseException:
+        keep = False
+        raise
+    finally:
+        _RESUME_DIR.reset(token)
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _open_resume(folder: Path, key: str) -> Path:
+    """The checkpoint folder ``folder`` for ``key`` (emptied if it holds the checkpoints of
+    another computation or version)."""
     from sgdfluct._version import __version__
 
     key = f"{__version__}\n{key}"
-    folder = out.parent / f".{out.name}{_RESUME_TAG}"
     try:
         stored = (folder / "key").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):

@@ -182,5 +182,5 @@ def test_killed_sweep_parent_takes_its_workers_along(tmp_path, record):
     assert not alive, [p.pid for p in alive]
     # nothing half-written counts as done: only complete cells or temporaries
     for entry in (out / "cells").iterdir():
-        assert entry.name.startswith(".tmp-") or (entry / "summary.json").is_file()
+        assert entry.name.startswith((".tmp-", ".resume-")) or (entry / "summary.json").is_file()
     assert not (out / "sweep.nc").exists()

@@ -25,7 +25,14 @@ when its folder ``DIR/cells/<cell-id>/`` exists: each cell is computed in a temp
 ``DIR/cells/.tmp-<cell-id>-*`` that is renamed atomically once ``summary.json`` is written, so an
 interrupted sweep leaves only complete cells (temporary folders of killed cells are removed on the
 next run). Re-running computes only the missing cells; a cell folder whose stored config differs
-from the one the sweep file now gives is an error, never silently reused.
+from the one the sweep file now gives is an error, never silently reused. A cell's engine
+checkpoints live in ``DIR/cells/.resume-<cell-id>/`` while it computes, so a cell of hours whose
+worker or sweep was killed resumes where it stopped; they are removed once the cell is done.
+
+The folder is locked while a sweep runs (a second sweep into it is refused), marked as a sweep
+(``.sgdfluct-output.json``; a folder holding anything else is refused, an earlier sgdfluct
+output is replaced only with ``overwrite``), and a re-run refused for a changed config leaves
+it untouched.
 
 Seeds: replicate 0 of a cell keeps the seeds of its config (base config plus overrides), so a sweep
 with ``replicates = 1`` reproduces plain ``sgdfluct run`` results. Replicate ``r >= 1`` takes
@@ -69,6 +76,7 @@ from sgdfluct.io import (
     atomic_write_json,
     folder_lock,
     prepare_output_dir,
+    resumable,
 )
 
 __all__ = [
@@ -90,6 +98,7 @@ write ``cell_dir/summary.json`` itself, the returned mapping is written there.
 """
 
 _TMP_PREFIX = ".tmp-"
+_RESUME_PREFIX = ".resume-"
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 _MAX_ID_LENGTH = 200  # well below the 255-byte file-name limit of common file systems
 _SEED_KEYS = ("data.seed", "sgd.seed")
@@ -419,6 +428,10 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
     for entry in cells_dir.iterdir():
         if entry.name.startswith(_TMP_PREFIX) and entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
+        # checkpoints of an unfinished cell stay (its re-run resumes); of a finished one go
+        done = cells_dir / entry.name.removeprefix(_RESUME_PREFIX)
+        if entry.name.startswith(_RESUME_PREFIX) and entry.is_dir() and done.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -558,21 +571,24 @@ def run_cell(cell_fn: CellFn, cell: Cell, out_dir: Path) -> str:
         return cell.cell_id
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{cell.cell_id}-", dir=cells_dir))
     apply_umask(tmp, directory=True)
+    # checkpoints of a long cell survive a killed worker or sweep: the re-run resumes the cell
+    key = json.dumps(cell.describe(), sort_keys=True)
     try:
-        atomic_write_json(tmp / "cell.json", cell.describe())
-        metrics = cell_fn(cell.config, tmp)
-        if _read_summary(tmp) is None:
-            if not isinstance(metrics, Mapping):
-                raise TypeError(
-                    f"cell_fn returned {type(metrics).__name__} and wrote no summary.json: "
-                    "expected a mapping of metrics"
-                )
-            atomic_write_json(tmp / "summary.json", dict(metrics))
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.exists():
-                raise
+        with resumable(cells_dir / f"{_RESUME_PREFIX}{cell.cell_id}", key):
+            atomic_write_json(tmp / "cell.json", cell.describe())
+            metrics = cell_fn(cell.config, tmp)
+            if _read_summary(tmp) is None:
+                if not isinstance(metrics, Mapping):
+                    raise TypeError(
+                        f"cell_fn returned {type(metrics).__name__} and wrote no summary.json: "
+                        "expected a mapping of metrics"
+                    )
+                atomic_write_json(tmp / "summary.json", dict(metrics))
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not final.exists():
+                    raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
