@@ -98,34 +98,80 @@ def test_killed_run_resumes_with_identical_numbers(tmp_path, record, reference, 
 LONG_STEPS = 600_000
 
 
-def test_run_killed_mid_simulation_resumes_bitwise(tmp_path, record, global_random_seed):
-    """Checkpoints after every chunk; SIGKILL at a random moment of the simulation; the re-run
-    continues from the last checkpoint and returns the numbers of an uninterrupted run."""
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory):
+    """An uninterrupted run of the long config: its config file and its numbers."""
+    folder = tmp_path_factory.mktemp("long_reference")
+    cfg = folder / "long.toml"
+    cfg.write_text(TINY.replace("steps = 2000", f"steps = {LONG_STEPS}"))
+    assert _run(cfg, folder / "out").returncode == 0
+    return cfg, _numbers(folder / "out")
+
+
+def _wait_for_checkpoint(proc, folder, pattern):
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while not list(folder.glob(pattern)):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    return folder.glob(pattern)
+
+
+def _checkpoint_step(path):
     import pickle
 
-    cfg = tmp_path / "long.toml"
-    cfg.write_text(TINY.replace("steps = 2000", f"steps = {LONG_STEPS}"))
-    assert _run(cfg, tmp_path / "reference").returncode == 0
+    with path.open("rb") as fh:
+        return pickle.load(fh)["k"]  # our own checkpoint, written by the test's run
+
+
+def test_run_killed_mid_simulation_resumes_bitwise(
+    tmp_path, record, global_random_seed, long_reference
+):
+    """Checkpoints after every chunk; SIGKILL at a random moment of the simulation; the re-run
+    continues from the last checkpoint and returns the numbers of an uninterrupted run."""
+    cfg, (ref_summary, ref_arrays) = long_reference
     out = tmp_path / "out"
     env = {**os.environ, "SGDFLUCT_CHECKPOINT_SECONDS": "0"}
     proc = subprocess.Popen([sys.executable, "-c", _RUN_API, str(cfg), str(out)], env=env)
     resume = tmp_path / ".out.resume"
-    deadline = time.monotonic() + PROCESS_TIMEOUT_S
-    while not list(resume.glob("*.ckpt")):
-        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
+    _wait_for_checkpoint(proc, resume, "*.ckpt")
     time.sleep(np.random.default_rng(global_random_seed).uniform(0.0, 0.3))
     proc.kill()
     proc.wait(timeout=PROCESS_TIMEOUT_S)
     (ckpt,) = resume.glob("*.ckpt")
-    with ckpt.open("rb") as fh:
-        step = pickle.load(fh)["k"]  # our own checkpoint, written by the run above
+    step = _checkpoint_step(ckpt)
     assert 0 < step < LONG_STEPS, step  # killed mid-simulation
     assert _run(cfg, out).returncode == 0
     record.update(exit=0, traceback=False, expected=0, killed_at_step=int(step))
     summary, arrays = _numbers(out)
-    ref_summary, ref_arrays = _numbers(tmp_path / "reference")
     assert summary == ref_summary
     for name, array in arrays.items():
         np.testing.assert_array_equal(array, ref_arrays[name], err_msg=name)
     assert not resume.exists()
+
+
+def test_sweep_cell_killed_mid_simulation_resumes_bitwise(tmp_path, record, long_reference):
+    """kill -9 of a sweep while its cell simulates: the workers die with it, the re-run resumes
+    the cell from its checkpoint and the cell equals an uninterrupted run (replicate 0 keeps the
+    config's seeds)."""
+    cfg, (ref_summary, ref_arrays) = long_reference
+    (tmp_path / "base.toml").write_text(cfg.read_text())
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('base = "base.toml"\n[grid]\n"data.seed" = [0]\n')
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "sgdfluct.cli", "sweep", str(sweep), "--out", str(out), "-q"]
+    env = {**os.environ, "SGDFLUCT_CHECKPOINT_SECONDS": "0"}
+    proc = subprocess.Popen([*command, "--workers", "1"], env=env)
+    (ckpt,) = _wait_for_checkpoint(proc, out / "cells", ".resume-*/*.ckpt")
+    proc.kill()
+    proc.wait(timeout=PROCESS_TIMEOUT_S)
+    time.sleep(1.0)  # the worker follows its parent (watchdog period 0.5 s)
+    step = _checkpoint_step(ckpt)
+    assert 0 < step < LONG_STEPS, step
+    rerun = subprocess.run(command, check=False, timeout=PROCESS_TIMEOUT_S)
+    assert rerun.returncode == 0
+    record.update(exit=0, traceback=False, expected=0, killed_at_step=int(step))
+    summary, arrays = _numbers(out / "cells" / "data.seed=0__rep=0")
+    assert summary == ref_summary
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(array, ref_arrays[name], err_msg=name)
+    assert sorted(p.name for p in (out / "cells").iterdir()) == ["data.seed=0__rep=0"]
