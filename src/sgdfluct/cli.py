@@ -260,7 +260,7 @@ def reproduce(
         except SweepIncomplete as exc:
             if exc.interrupted:
                 raise KeyboardInterrupt from None
-            raise
+            _fail(str(exc), code=1)
     if not quiet:
         for claim in claims:
             click.echo(f"{claim.verdict:>12}  {claim.id}: {claim.statement}")
