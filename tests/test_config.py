@@ -81,7 +81,61 @@ def test_shipped_configs_are_valid(path):
 
     from sgdfluct.experiments.sweep import load_sweep
 
-    if "base" in tomllib.loads(path.read_text()):
+    raw = tomllib.loads(path.read_text())
+    if "base" in raw:
         load_sweep(path)  # a sweep file: its base and every cell are validated
+    elif "probe" in raw:  # a `sgdfluct probe` config: its own schema
+        from sgdfluct.probe._config import load_probe_config
+
+        load_probe_config(path)
     else:
         load_config(path)
+
+
+def test_min_records_is_what_the_engine_requires():
+    """The config refuses exactly the runs the engine would: fewer records than its batches."""
+    import inspect
+
+    from sgdfluct.config import MIN_RECORDS
+    from sgdfluct.simulate import simulate
+
+    assert inspect.signature(simulate).parameters["n_batches"].default == MIN_RECORDS
+    ok = SGDConfig(steps=1000 + MIN_RECORDS * 5, burn_in=1000, record_every=5)
+    assert ok.n_records == MIN_RECORDS
+    with pytest.raises(ConfigError, match=f"at least {MIN_RECORDS}"):
+        SGDConfig(steps=1000 + (MIN_RECORDS - 1) * 5, burn_in=1000, record_every=5)
+
+
+def test_memory_estimate_refused_with_estimate_and_limit(monkeypatch):
+    from sgdfluct.config import MEMORY_LIMIT_ENV, check_resources, config_from_dict
+
+    big = config_from_dict({"data": {"n_in": 100_000, "n_samples": 200_000}})
+    assert big.memory_estimate() > 1e12  # ~80 float64 arrays of 1e5 x 1e5
+    with pytest.raises(ConfigError, match=r"GiB of memory.*but the limit is"):
+        check_resources(big)
+    small = config_from_dict({})
+    check_resources(small)
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "1000")
+    with pytest.raises(ConfigError, match=r"limit is 9\.31e-07 GiB"):
+        check_resources(small)
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "lots")
+    with pytest.raises(ConfigError, match=MEMORY_LIMIT_ENV):
+        check_resources(small)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x00\x01binary", "binary file"),
+        (b"[data]\nn_in = 3 # caf\xe9\n", "not UTF-8"),
+        (b"[data\n", "invalid TOML"),
+    ],
+)
+def test_unreadable_config_files_are_named(tmp_path, content, message):
+    path = tmp_path / "c.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)

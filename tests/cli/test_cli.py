@@ -101,6 +101,8 @@ def test_shipped_configs_run_at_small_size(tmp_path, path):
     raw = tomllib.loads(path.read_text())
     if "base" in raw:  # a sweep file: covered by the sweep tests
         pytest.skip("sweep file")
+    if "probe" in raw:  # a `sgdfluct probe` config: covered by tests/probe
+        pytest.skip("probe config")
     deep = raw.get("model", {}).get("depth", 1) >= 2
     # depth >= 2 needs a saturated imbalance, then two windows of ~100 / (eta h_min) steps
     raw["sgd"].update(steps=120_000 if deep else 6000, burn_in=5000 if deep else 2000)
