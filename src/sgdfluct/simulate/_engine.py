@@ -180,25 +180,15 @@ def _divergence(
     )
 
 
-#: "auto" prefers the NumPy engine for deep nets with a layer of at least this many weights and at
-#: least AUTO_NUMPY_REPLICAS replicas: there batched BLAS matmuls over replicas beat the per-sample
-#: numba loops (measured in benchmarks/README.md: 50x50 hidden layer, R = 8: 84k vs 53k
-#: replica-steps/s).
-AUTO_NUMPY_LAYER_SIZE = 2000
-AUTO_NUMPY_REPLICAS = 8
-
-
 def auto_engine(
     shapes: Sequence[tuple[int, int]], replicas: int, device: str = "auto", dtype: str = "float64"
 ) -> str:
     """The engine ``engine="auto"`` runs: ``"torch"`` for ``device="cuda"`` or float32, else
-    numba when importable, except NumPy for wide deep nets with many replicas."""
+    numba when importable (its BLAS kernel covers wide layers, where the NumPy engine used to be
+    preferred; benchmarks/README.md), else NumPy."""
     if device == "cuda" or dtype == "float32":
         return "torch"
     if not _kernels.HAVE_NUMBA:
-        return "numpy"
-    wide = max(r * c for r, c in shapes) >= AUTO_NUMPY_LAYER_SIZE
-    if len(shapes) >= 2 and wide and replicas >= AUTO_NUMPY_REPLICAS:
         return "numpy"
     return "numba"
 
@@ -311,8 +301,7 @@ def simulate(
     engine : str
         A registered engine (``"numba"``, ``"numpy"``, ``"torch"``, or one added with
         :func:`sgdfluct.simulate.register_engine`) or ``"auto"``: torch for ``device="cuda"`` or
-        float32; otherwise numba when importable, except NumPy for depth >= 2 with a layer of
-        >= 2000 weights and >= 8 replicas (faster there, see benchmarks/README.md).
+        float32; otherwise numba when importable, else NumPy.
     device : {"auto", "cpu", "cuda"}
         Where the engine runs (``"cuda"``: torch only; ``"auto"``: CUDA when torch sees one).
     dtype : {"float64", "float32"}
