@@ -134,12 +134,14 @@ _config_argument = click.argument(
 @_out_option("Output folder (config.toml, summary.json, result.nc, figures/).")
 @_overwrite
 @_quiet
-@_guarded("interrupted; nothing was written to --out (re-run the same command)")
+@_guarded("interrupted; nothing was written to --out (re-run the same command to resume)")
 def run(config_path: Path, out_dir: Path, overwrite: bool, quiet: bool) -> None:
     """Run one experiment: simulation, theory, analysis and figures.
 
     The output folder is claimed before anything is computed (a lock; a folder holding another
     output is refused unless --overwrite) and appears complete, in one rename, at the end.
+    Interrupted (Ctrl-C, SIGTERM, a kill), the same command resumes from the last checkpoint
+    (every 120 s, or $SGDFLUCT_CHECKPOINT_SECONDS) with the numbers of an uninterrupted run.
     """
     from sgdfluct.config import load_config
     from sgdfluct.runner import run_experiment
