@@ -184,7 +184,7 @@ def _run_probe(config: ProbeConfig, *, progress: bool) -> tuple[ProbeRun, dict[s
         weight_decay=s.weight_decay,
         batch_size=s.batch_size,
         sampling=s.sampling,
-        layers="all" if p.layers == "all" else list(p.layers),
+        layers="all" if isinstance(p.layers, str) else list(p.layers),
         top_k=p.top_k,
         window=p.window,
         every=s.record_every,
@@ -209,10 +209,10 @@ def _run_probe(config: ProbeConfig, *, progress: bool) -> tuple[ProbeRun, dict[s
         loss = loss_fn(model(data.x[idx]), data.y[idx])
         grads = torch.autograd.grad(loss, params)
         with torch.no_grad():  # plain SGD, as torch.optim.SGD(lr, weight_decay) without momentum
-            for p, g in zip(params, grads, strict=True):
+            for w, g in zip(params, grads, strict=True):
                 if s.weight_decay:
-                    g = g.add(p, alpha=s.weight_decay)
-                p.sub_(g, alpha=s.learning_rate)
+                    g = g.add(w, alpha=s.weight_decay)
+                w.sub_(g, alpha=s.learning_rate)
         probe.observe()
         if bar is not None:
             bar.update(1)

@@ -582,7 +582,7 @@ class FluctuationProbe:
             self.layers = all_layers
         else:
             chosen = []
-            for v in layers:  # type: ignore[union-attr]
+            for v in layers:
                 if not isinstance(v, int) or not 1 <= v <= len(all_layers):
                     raise ConfigError(
                         f"layers contains {v!r}: expected integers in [1, {len(all_layers)}]"
@@ -627,7 +627,7 @@ class FluctuationProbe:
     def _reg(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if self.weight_decay == 0:
             return torch.zeros((), dtype=self.x.dtype, device=self.x.device)
-        return (
+        return torch.as_tensor(
             0.5
             * self.weight_decay
             * sum((p**2).sum() for n, p in params.items() if self._trainable(n))
