@@ -37,6 +37,7 @@ __all__ = [
     "RULE",
     "RULE_HISTORY",
     "claim8_config",
+    "claim8_verdict",
     "measure_claim8",
     "t_interval",
 ]
@@ -217,6 +218,25 @@ def _summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return {"layers": summary, "per_seed": per_seed, "seeds_ok": len(ok)}
 
 
+def claim8_verdict(layers: dict[str, dict[str, Any]]) -> str:
+    """Apply :data:`RULE` to per-layer summaries ``{"layer_l": {"psi_sharp": t_interval(...)}}``.
+
+    Returns
+    -------
+    str
+        ``"holds"``, ``"fails"`` or ``"inconclusive"``.
+    """
+    psi = {k: b["psi_sharp"] for k, b in layers.items()}
+    above = [k for k, t in psi.items() if t["ci"] is not None and t["ci"][0] > 0]
+    if any(psi[k]["n"] >= MIN_SEEDS for k in above):
+        return "holds"
+    if psi and all(
+        t["n"] >= MIN_SEEDS and t["ci"] is not None and t["ci"][1] < PSI_EQUIV for t in psi.values()
+    ):
+        return "fails"
+    return "inconclusive"
+
+
 def measure_claim8(
     scale: str = "quick", seeds: int = 5, *, workers: int | None = None
 ) -> dict[str, Any]:
@@ -255,17 +275,8 @@ def measure_claim8(
     mlp = _summarize([r for r in results if r["kind"] == "mlp"])
     lin = _summarize([r for r in results if r["kind"] == "linear"])
     layers = mlp["layers"]
+    verdict = claim8_verdict(layers)
     positive = [k for k, b in layers.items() if b["sign"] == "+"]
-    all_counted = bool(layers) and all(b["psi_sharp"]["n"] >= MIN_SEEDS for b in layers.values())
-    if positive and all(layers[k]["psi_sharp"]["n"] >= MIN_SEEDS for k in positive):
-        verdict = "holds"
-    elif all_counted and all(
-        b["psi_sharp"]["ci"] is not None and b["psi_sharp"]["ci"][1] < PSI_EQUIV
-        for b in layers.values()
-    ):
-        verdict = "fails"
-    else:
-        verdict = "inconclusive"
     carrying = sorted(positive, key=lambda k: -layers[k]["psi_sharp"]["mean"])
     pattern_mlp = [layers[k]["sign"] for k in sorted(layers)]
     pattern_lin = [lin["layers"][k]["sign"] for k in sorted(lin["layers"])]
