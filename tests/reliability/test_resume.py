@@ -33,7 +33,7 @@ WRITE_STEPS = 7
 #: the step whose pause follows the stored simulation checkpoint
 AFTER_CHECKPOINT = 4
 #: kill points drawn per test run, besides AFTER_CHECKPOINT
-RANDOM_POINTS = 2
+RANDOM_POINTS = 1
 
 
 def _run(cfg, out, env=None):
@@ -95,7 +95,7 @@ def test_killed_run_resumes_with_identical_numbers(tmp_path, record, reference, 
 
 
 #: a run whose simulation lasts a few seconds (many chunks of the engine)
-LONG_STEPS = 600_000
+LONG_STEPS = 300_000
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,7 @@ def test_run_killed_mid_simulation_resumes_bitwise(
     assert not resume.exists()
 
 
+@pytest.mark.slow
 def test_sweep_cell_killed_mid_simulation_resumes_bitwise(tmp_path, record, long_reference):
     """kill -9 of a sweep while its cell simulates: the workers die with it, the re-run resumes
     the cell from its checkpoint and the cell equals an uninterrupted run (replicate 0 keeps the
