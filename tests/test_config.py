@@ -139,3 +139,12 @@ def test_unreadable_config_files_are_named(tmp_path, content, message):
     assert str(path) in str(info.value)
     with pytest.raises(ConfigError, match="is a folder"):
         load_config(tmp_path)
+
+
+def test_memory_refusal_names_replicas_when_they_dominate(monkeypatch):
+    from sgdfluct.config import MEMORY_LIMIT_ENV, check_resources, config_from_dict
+
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "1e9")
+    many = config_from_dict({"sgd": {"replicas": 1_000_000}})  # 8 x 1e6 x 50 float64 = 3.2 GB
+    with pytest.raises(ConfigError, match=r"sgd\.replicas = 1000000.*reduce sgd\.replicas"):
+        check_resources(many)

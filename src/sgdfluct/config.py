@@ -72,6 +72,8 @@ _FLOAT_BYTES = 8
 #: statistics (simulate/_stats.py), ~12 in the runner (H, C, covariances, errors, currents) and
 #: the GMRES basis of the exact solver (restart 50 vectors of d^2, theory/discrete.py)
 _PEAK_DD_ARRAYS = 82
+#: length-d float64 vectors kept per replica (weights, start, snapshots, per-replica sums)
+_PER_REPLICA_VECTORS = 8
 #: environment variable overriding the memory limit (bytes; for tests and shared machines)
 MEMORY_LIMIT_ENV = "SGDFLUCT_MEMORY_LIMIT"
 
@@ -387,7 +389,8 @@ class ExperimentConfig:
         """Rough peak memory of a run in bytes (the dominant terms; see :func:`check_resources`).
 
         ``_PEAK_DD_ARRAYS`` float64 ``(d, d)`` arrays (statistics, theory, runner), the data and
-        test set, and the per-sample gradients used for the noise covariance (``P x d``).
+        test set, the per-sample gradients used for the noise covariance (``P x d``) and
+        ``_PER_REPLICA_VECTORS`` vectors of length d per replica.
         """
         d = self.n_params
         n_test = 2000  # sgdfluct.runner.N_TEST: the independent test set
@@ -395,7 +398,8 @@ class ExperimentConfig:
         dd = _PEAK_DD_ARRAYS * d * d
         data = rows * (self.data.n_in + self.data.n_out)
         gradients = 2 * self.data.n_samples * d
-        return int(_FLOAT_BYTES * (dd + data + gradients))
+        replicas = _PER_REPLICA_VECTORS * self.sgd.replicas * d
+        return int(_FLOAT_BYTES * (dd + data + gradients + replicas))
 
     @property
     def init_kind(self) -> str:
@@ -558,12 +562,23 @@ def check_resources(config: ExperimentConfig) -> None:
     limit = memory_limit()
     if need > limit:
         d = config.n_params
+        per_replica = _FLOAT_BYTES * _PER_REPLICA_VECTORS * config.sgd.replicas * d
+        if per_replica > need / 2:
+            cause = (
+                f"{_PER_REPLICA_VECTORS} weight vectors of d = {d} for each of sgd.replicas = "
+                f"{config.sgd.replicas}"
+            )
+            fix = "reduce sgd.replicas"
+        else:
+            cause = (
+                f"{_PEAK_DD_ARRAYS} float64 arrays of d x d with d = {d} weights from data.n_in "
+                f"= {config.data.n_in}, data.n_out = {config.data.n_out}, model.depth = "
+                f"{config.model.depth}, model.hidden = {config.model.hidden}"
+            )
+            fix = "reduce data.n_in (or model.hidden)"
         raise ConfigError(
-            f"the run needs about {_gib(need)} of memory ({_PEAK_DD_ARRAYS} float64 arrays of "
-            f"d x d with d = {d} weights from data.n_in = {config.data.n_in}, data.n_out = "
-            f"{config.data.n_out}, model.depth = {config.model.depth}, model.hidden = "
-            f"{config.model.hidden}) but the limit is {_gib(limit)}: reduce data.n_in "
-            f"(or model.hidden), or raise {MEMORY_LIMIT_ENV}"
+            f"the run needs about {_gib(need)} of memory ({cause}) but the limit is "
+            f"{_gib(limit)}: {fix}, or raise {MEMORY_LIMIT_ENV}"
         )
 
 
