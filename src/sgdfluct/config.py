@@ -156,7 +156,7 @@ _FIELDS: dict[str, dict[str, _Rule]] = {
         "record_every": _Rule(int, 1, None),
         "replicas": _Rule(int, 1, 1_000_000),
         "seed": _Rule(int, 0, None),
-        "engine": _Rule(str, choices=ENGINES),
+        "engine": _Rule(str, choices=lambda: _registered_engines()),
         "device": _Rule(str, choices=("auto", "cpu", "cuda")),
         "dtype": _Rule(str, choices=("float64", "float32")),
     },
@@ -180,6 +180,14 @@ def _registered_input_kinds() -> tuple[str, ...]:
     from sgdfluct.data import INPUT_KINDS as registry
 
     return registry.names()
+
+
+def _registered_engines() -> tuple[str, ...]:
+    """``"auto"`` and the engines registered in :data:`sgdfluct.simulate.ENGINES` (loaded
+    lazily, like the input kinds)."""
+    from sgdfluct.simulate._registry import ENGINES as registry
+
+    return ("auto", *registry.names())
 
 
 def _validate(obj: Any, section: str) -> None:

@@ -75,7 +75,9 @@ SUMMARY_KEYS: dict[str, str] = {
     "theory_note": "caveat of the theory for this sampling mode ('' when exact)",
     "interpolating": "depth 1, P <= N_i: W* interpolates and SGD has no noise at W*",
     "sim_cov_trace": "trace of the simulated covariance (interpolating single layer)",
-    "engine": "the SGD engine that ran, with its device and dtype",
+    "engine": "the SGD engine that ran (sgd.engine resolved)",
+    "engine_device": "the device it ran on ('cpu' or 'cuda')",
+    "engine_dtype": "the dtype of its SGD steps (statistics are float64 whatever it is)",
     "n_records": "records per replica after burn-in",
     "init": "the start of the replicas: kind, scale, seed (docs/theory.md §8b)",
     # single layer: theory vs simulation

@@ -184,6 +184,8 @@ def _deep(
         "range_variance": meas.range_variance,
         "n_records": sim.n_records,
         "engine": sim.engine,
+        "engine_device": sim.device,
+        "engine_dtype": sim.dtype,
         "simulation_seconds": sim.seconds,
     }
     layers: dict[str, Any] = {}

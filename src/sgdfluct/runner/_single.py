@@ -125,6 +125,8 @@ def _single_layer(
         "stability_bound": float(2.0 / np.linalg.eigvalsh(hess)[-1]),
         "n_records": sim.n_records,
         "engine": sim.engine,
+        "engine_device": sim.device,
+        "engine_dtype": sim.dtype,
         "simulation_seconds": sim.seconds,
         "ivfr": _ivfr_block(ivfr_sim),
         "ivfr_theory": _ivfr_block(ivfr_theory),
@@ -291,6 +293,8 @@ def _interpolating_single_layer(
         **_end_point_metrics(config, data, shapes, start, sim.final),
         "n_records": sim.n_records,
         "engine": sim.engine,
+        "engine_device": sim.device,
+        "engine_dtype": sim.dtype,
         "simulation_seconds": sim.seconds,
     }
     return _Outcome(
