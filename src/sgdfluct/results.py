@@ -126,6 +126,8 @@ SUMMARY_KEYS: dict[str, str] = {
     "range_dim": "dimension of range(H) used",
     "null_variance": "variance along the null (orbit) directions",
     "range_variance": "variance on range(H)",
+    "window_bias_max_removed": "largest relative bias of a window covariance entry removed by "
+    "the window-mean correction (docs/theory.md §8a)",
     "layers": "per layer: noise floor, relative error of every theory, anisotropy",
     "theory_converged": "per theory method: converged",
     "saturation": "the saturation gate: whether and when the run reached the quasi-stationary "
