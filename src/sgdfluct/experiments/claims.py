@@ -1562,7 +1562,16 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         figure=_figure_ivfr,
         metrics=(*_DEEP_METRICS, *_IVFR_METRICS),
         rule=_RULE_IVFR,
-        rule_history=(_SEED_CHANGE, _GATE_CHANGE),
+        rule_history=(
+            _SEED_CHANGE,
+            _GATE_CHANGE,
+            _change(
+                "The gate's live-range test counts the Gauss-Newton matrix's range instead of the "
+                "full Hessian's, after all 5 power-law cells of a quick reproduction were refused "
+                "because the full-Hessian count flickered (98-100) with the noise; the student-t "
+                "cells (interval straddling 0) keep the verdict inconclusive either way."
+            ),
+        ),
     ),
     ClaimSpec(
         id="7e_finite_learning_rate",

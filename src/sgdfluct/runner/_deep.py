@@ -1,4 +1,11 @@
-"""Depth >= 2 (SPEC §8, §8a): aligned measurement, layer-wise theories, symmetry, IVFR."""
+"""Depth >= 2 (docs/theory.md §8, §8a, §8b): aligned measurement, layer-wise theories, symmetry,
+IVFR.
+
+Every replica starts from its own start (``init.kind``; ``"auto"`` = the paper's random start,
+stored as ``theta_start``); the saturation gate (:mod:`sgdfluct.analysis.saturation`) sets the
+burn-in and says whether the quasi-stationary phase was reached; the null space is checked at the
+minimum SGD reached (gradient flow from the window mean) and at the constructed balanced minimum.
+"""
 
 from __future__ import annotations
 
