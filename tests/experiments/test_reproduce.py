@@ -22,7 +22,8 @@ def test_reproduce_smoke_writes_report(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     claims = json.loads((out / "claims.json").read_text())
-    assert [c["id"][:2] for c in claims] == ["1_", "2_", "3_", "7g"]
+    # "7g" matches 7g (double descent) and 7g2 (start dependence below alpha = 1)
+    assert [c["id"][:3] for c in claims] == ["1_n", "2_d", "3_s", "7g_", "7g2"]
     for claim in claims:
         assert set(claim) == {
             "id",
@@ -39,7 +40,7 @@ def test_reproduce_smoke_writes_report(tmp_path, monkeypatch):
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html
     assert (out / "report.md").is_file()
-    assert len(list((out / "figures").glob("*.png"))) == 4
+    assert len(list((out / "figures").glob("*.png"))) == 5
     # resuming: a second call recomputes nothing and gives the same claims
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0
