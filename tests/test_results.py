@@ -108,3 +108,29 @@ def test_non_finite_metric_is_an_error_not_a_null(bad):
     run = _fake({"layers": {"layer_1": {"anisotropy": bad}}})
     with pytest.raises(MeasurementError, match=r"layers\.layer_1\.anisotropy"):
         run.to_summary()
+
+
+def test_theta_start_is_in_the_dataset_at_depth_one(single_run):
+    ds = single_run.to_dataset()
+    assert ds["theta_start"].dims == ("replica", "param")
+    assert ds["theta_start"].shape == (single_run.config.sgd.replicas, single_run.theta_ref.size)
+
+
+def test_interpolating_run_declares_its_keys():
+    cfg = config_from_dict(
+        {
+            "data": {"n_in": 8, "n_out": 1, "n_samples": 5, "seed": 1},
+            "sgd": {
+                "learning_rate": 0.05,
+                "batch_size": 2,
+                "steps": 4_000,
+                "burn_in": 1_000,
+                "record_every": 5,
+                "replicas": 2,
+            },
+            "init": {"kind": "random"},
+        }
+    )
+    summary = compute(cfg).to_summary()
+    undeclared = {k for k in summary if k not in SUMMARY_KEYS and not k.endswith("_note")}
+    assert not undeclared, f"declare these keys in sgdfluct.results.SUMMARY_KEYS: {undeclared}"

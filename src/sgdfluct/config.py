@@ -332,7 +332,7 @@ class AnalysisConfig:
         non-zero eigenvalue of ``H_theta``).
     flatness_factor : the loss level ``factor * L_0`` that defines the flatness (Feng & Tu use e).
     bootstrap : bootstrap resamples for confidence intervals.
-    theory_method : solver of the exact discrete-time equation (``"auto"`` picks by size).
+    theory_method : solver of the exact discrete-time equation (``"auto"`` is ``"krylov"``).
     """
 
     window_factor: float = 100.0

@@ -75,6 +75,11 @@ SUMMARY_KEYS: dict[str, str] = {
     "theory_note": "caveat of the theory for this sampling mode ('' when exact)",
     "interpolating": "depth 1, P <= N_i: W* interpolates and SGD has no noise at W*",
     "sim_cov_trace": "trace of the simulated covariance (interpolating single layer)",
+    "init_kind": "interpolating single layer: the start kind the end point depends on",
+    "end_point_rel_error": "interpolating single layer: worst relative error of the simulated end "
+    "point against W* + W_start (I − X⁺X)",
+    "test_loss_end_sim": "interpolating single layer: test loss at the simulated end points",
+    "test_loss_end_theory": "interpolating single layer: test loss at the predicted end points",
     "engine": "the SGD engine that ran (sgd.engine resolved)",
     "engine_device": "the device it ran on ('cpu' or 'cuda')",
     "engine_dtype": "the dtype of its SGD steps (statistics are float64 whatever it is)",

@@ -258,13 +258,8 @@ def run_probe_config(path: str | Path, out_dir: str | Path, *, progress: bool = 
     summary["config"] = str(Path(path))
     atomic_write_text(out / "config.toml", probe_config_to_toml(config))
     atomic_write_dataset(out / "result.nc", run.to_dataset())
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    for name, fig in run.figures().items():
+    for name, fig in run.figures().items():  # pyplot-free Figures: no global backend switch
         atomic_save_figure(fig, out / "figures" / f"{name}.png")
-        plt.close(fig)
+        fig.clear()
     atomic_write_json(out / "summary.json", summary)
     return summary

@@ -61,7 +61,8 @@ def _single_layer(
         sampling=s.sampling,
         method=a.theory_method,
     )
-    sim = _simulate(config, data, shapes, _depth1_start(config, shapes, theta_ref), progress)
+    start = _depth1_start(config, shapes, theta_ref)
+    sim = _simulate(config, data, shapes, start, progress)
 
     err_exact = relative_frobenius_error(sim.cov, exact.cov, sim.cov_stderr)
     err_cont = relative_frobenius_error(sim.cov, cov_cont, sim.cov_stderr)
@@ -192,6 +193,7 @@ def _single_layer(
         summary=summary,
         figures=figures,
         extra={
+            "theta_start": _theta_start(start, config.sgd.replicas),
             "current_sim": xr.DataArray(current_sim, dims=("param", "param_b")),
             "current_theory": xr.DataArray(current_theory, dims=("param", "param_b")),
         },
@@ -225,6 +227,14 @@ def _random_matrix_metrics(
         ),
         "ks_noise_mp": ks_distance(noise_eigs, lambda v: marchenko_pastur_cdf(v, q, scale=scale)),
     }
+
+
+def _theta_start(start: Array, replicas: int) -> xr.DataArray:
+    """The weights of every replica at step 0 (``result.nc`` variable ``theta_start``)."""
+    start = np.asarray(start, dtype=float)
+    return xr.DataArray(
+        np.broadcast_to(start, (replicas, start.shape[-1])).copy(), dims=("replica", "param")
+    )
 
 
 def _depth1_start(config: ExperimentConfig, shapes: list[tuple[int, int]], w_star: Array) -> Array:
@@ -307,4 +317,5 @@ def _interpolating_single_layer(
         cov_continuum=zero,
         cov_discrete=zero,
         summary=summary,
+        extra={"theta_start": _theta_start(start, config.sgd.replicas)},
     )
