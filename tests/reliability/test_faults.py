@@ -24,7 +24,7 @@ WRITE_STEPS = 7
 #: the kill step after which the killed run is re-run for real (the others re-claim only)
 RERUN_STEP = 3
 #: seconds each write step pauses under the test hook (room to deliver a signal)
-PAUSE_S = 0.4
+PAUSE_S = 0.25
 
 _RUN_API = """
 import sys, tomllib

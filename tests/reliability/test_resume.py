@@ -74,7 +74,7 @@ def test_killed_run_resumes_with_identical_numbers(tmp_path, record, reference, 
     step = _kill_points(int(os.environ.get("SGDFLUCT_TEST_SEED", "0")))[draw]
     out = tmp_path / "out"
     marker = tmp_path / "steps.log"
-    env = {**os.environ, PAUSE_ENV: "0.3", PAUSE_MARKER_ENV: str(marker)}
+    env = {**os.environ, PAUSE_ENV: "0.25", PAUSE_MARKER_ENV: str(marker)}
     proc = subprocess.Popen([sys.executable, "-c", _RUN_API, str(cfg), str(out)], env=env)
     deadline = time.monotonic() + PROCESS_TIMEOUT_S
     while len(marker.read_text().splitlines() if marker.exists() else []) < step:
