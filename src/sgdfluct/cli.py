@@ -251,7 +251,7 @@ def reproduce(
     quiet: bool,
 ) -> None:
     """Test every claim of the paper (SPEC §10) and write a report with measured verdicts."""
-    from sgdfluct.experiments.claims import CLAIMS
+    from sgdfluct.experiments.reproduce import claim_ids
     from sgdfluct.experiments.reproduce import reproduce as run_reproduction
     from sgdfluct.experiments.sweep import SweepIncomplete
     from sgdfluct.io import folder_lock, prepare_output_dir
@@ -262,7 +262,7 @@ def reproduce(
             f"{' and '.join('--' + c for c in chosen)} are exclusive: give at most one scale"
         )
     scale = chosen[0] if chosen else "quick"
-    ids = [c.id for c in CLAIMS]
+    ids = claim_ids()
     unknown = [o for o in only if not any(i.startswith(o) for i in ids)]
     if unknown:
         raise ConfigError(

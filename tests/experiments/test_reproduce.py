@@ -70,3 +70,70 @@ def test_verdict_rules():
     assert lo < 1.0 < hi and abs(slope - 1) < 0.05
     m, lo, hi = mean_interval([1.0, 1.2, 0.8])
     assert lo < m < hi and m == 1.0
+
+
+def _fake_claim8(scale, seeds, *, workers=None):
+    from sgdfluct.probe.claims import RULE, RULE_HISTORY, claim8_verdict
+
+    def layer(mean, lo, hi):
+        t = {"n": seeds, "mean": mean, "ci": [lo, hi], "sd": 0.1}
+        return {"psi_sharp": t, "spearman_T_k": t, "sign": "+" if lo > 0 else "0"}
+
+    mlp = {"layer_1": layer(-0.1, -0.2, 0.0), "layer_2": layer(-0.3, -0.5, -0.1)}
+    return {
+        "verdict": claim8_verdict(mlp),
+        "rule": RULE,
+        "rule_history": list(RULE_HISTORY),
+        "mlp": {"layers": mlp, "seeds_ok": seeds},
+        "linear": {"layers": mlp, "seeds_ok": seeds},
+        "carrying_layers": [],
+        "pattern_mlp": ["0", "-"],
+        "pattern_linear": ["0", "-"],
+        "explanation": "undetermined",
+        "seconds": 1.0,
+    }
+
+
+def test_claim8_is_wired_into_the_reproduction(tmp_path, monkeypatch):
+    import pytest
+
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from sgdfluct.probe import claims as probe_claims
+
+    calls = []
+
+    def fake(scale, seeds, *, workers=None):
+        calls.append(scale)
+        return _fake_claim8(scale, seeds, workers=workers)
+
+    monkeypatch.setattr(probe_claims, "measure_claim8", fake)
+    args = ["reproduce", "--quick", "--out", str(tmp_path / "rep"), "--only", "8", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (claim,) = json.loads((tmp_path / "rep" / "claims.json").read_text())
+    assert claim["id"] == "8_probe_ivfr"
+    assert claim["verdict"] == "fails"  # every layer's interval below +0.1: the rule says fails
+    assert claim["rule"].startswith("Digits MLP") and claim["rule_history"]
+    assert (tmp_path / "rep" / "figures" / "8_probe_ivfr.png").is_file()
+    assert calls == ["quick"]
+
+
+def test_claim8_measurement_is_kept_for_a_resumed_reproduction(tmp_path, monkeypatch):
+    import pytest
+
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from sgdfluct.experiments.reproduce import reproduce
+    from sgdfluct.probe import claims as probe_claims
+
+    calls = []
+
+    def fake(scale, seeds, *, workers=None):
+        calls.append(scale)
+        return _fake_claim8(scale, seeds, workers=workers)
+
+    monkeypatch.setattr(probe_claims, "measure_claim8", fake)
+    first = reproduce(tmp_path, scale="quick", only=["8"])
+    second = reproduce(tmp_path, scale="quick", only=["8"])
+    assert calls == ["quick"] and first[0].measured == second[0].measured
