@@ -1,4 +1,4 @@
-"""Teacher-student data sets (SPEC §1).
+"""Teacher-student data sets (docs/theory.md §1).
 
 Inputs ``x_mu ∈ R^{N_i}`` are drawn i.i.d. with covariance ``Λ``; the teacher ``W_0`` has entries
 ``N(0, 1/N_i)``; labels are ``y_mu = W_0 x_mu + eps_mu`` with ``eps_mu ~ N(0, sigma^2 I)``.

@@ -1,6 +1,7 @@
 """Loss landscape along the fluctuation directions and the inverse variance-flatness relation.
 
-SPEC §9. Per layer, the eigenvectors ``p_i`` of the layer's block of a weight covariance (theory or
+docs/theory.md §9. Per layer, the eigenvectors ``p_i`` of the layer's block of a weight covariance
+(theory or
 simulation) are the fluctuation directions, with variances ``sigma_i^2``. Along each direction the
 loss profile ``L_i(s) = L(theta_ref + s p_i)`` (other layers held at ``theta_ref``) is, for a linear
 network, exactly the quadratic ``L_0 + g_i s + k_i s^2 / 2`` with curvature ``k_i = p_i^T H p_i``.
@@ -183,7 +184,8 @@ def fluctuation_directions(
 
 
 def window_covariances(trajectories: Array, n_windows: int) -> Array:
-    """Per-window covariances of thinned trajectories (single layer, SPEC §9 window-wise PCA).
+    """Per-window covariances of thinned trajectories (single layer, docs/theory.md §9 window-wise
+    PCA).
 
     Parameters
     ----------
@@ -242,7 +244,8 @@ def window_directions(
     ----------
     window_covs : (W, d, d) array
         Per-window covariances (for depth >= 2 already aligned, projected and expressed in the
-        common frame of ``theta_ref``, SPEC §8a; for one layer e.g. :func:`window_covariances`).
+        common frame of ``theta_ref``, docs/theory.md §8a; for one layer e.g.
+        :func:`window_covariances`).
     layer_idx, layer, rel_threshold
         As in :func:`fluctuation_directions`.
 
@@ -390,7 +393,7 @@ def quadratic_profiles(
     -----
     A linear network's output is linear in each single layer's weights, so along a direction
     confined to one layer the loss is exactly ``L_0 + g s + k s^2 / 2`` with ``g = p^T ∇L`` and
-    ``k = p^T H_ll p`` (``H_ll`` the layer block of the exact Hessian, SPEC §9).
+    ``k = p^T H_ll p`` (``H_ll`` the layer block of the exact Hessian, docs/theory.md §9).
 
     Examples
     --------
@@ -568,7 +571,7 @@ def spearman(x: Array, y: Array, *, tie_rtol: float = TIE_RTOL) -> tuple[float, 
     tie_rtol : float
         Values equal up to this relative tolerance are ties (average ranks), so that round-off
         from eigen-decompositions does not break genuine ties (e.g. the degenerate curvatures of
-        the analytic case of SPEC §9).
+        the analytic case of docs/theory.md §9).
 
     Returns
     -------
@@ -697,7 +700,8 @@ def fit_ivfr(
 
     Why OLS and not an errors-in-variables fit (total least squares / reduced major axis): the
     IVFR question is whether the flatness *is predicted by* the variance, and the observed rank
-    correlations are weak (SPEC §8a: Spearman ~0.2). The reduced-major-axis slope equals the OLS
+    correlations are weak (docs/theory.md §8a: Spearman ~0.2). The reduced-major-axis slope equals
+    the OLS
     slope divided by ``|r|``; for weakly correlated data it stays large even when there is no
     relation, so it would manufacture an IVFR. OLS goes to 0 with the correlation. Its one bias,
     attenuation from noise in ``log sigma`` (sampling noise of eigenvalues), pulls ``psi`` toward 0,
@@ -784,7 +788,8 @@ class IVFRResult:
     n_dropped : int
     variance_curvature_slope : float
         OLS slope of ``log sigma^2`` on ``log k`` (how fast the variance grows with the
-        curvature; the "log-log slope" of SPEC §8a). NaN when the curvature is exactly constant.
+        curvature; the "log-log slope" of docs/theory.md §8a). NaN when the curvature is exactly
+        constant.
     curvature_cv : float
         Coefficient of variation ``std(k) / mean(k)`` of the curvature over the directions.
     hessian_cv : float

@@ -1,4 +1,4 @@
-"""Depth-L linear networks ``f(x) = W_L ... W_2 W_1 x`` (SPEC §2).
+"""Depth-L linear networks ``f(x) = W_L ... W_2 W_1 x`` (docs/theory.md §2).
 
 Parameters travel as one flat vector ``theta``: row-major ``vec(W_1)``, then ``vec(W_2)``, ... in
 forward order. ``shapes`` is the list of ``(rows, cols)`` of ``W_1 ... W_L``.
@@ -185,7 +185,7 @@ def hessian(theta: Array, shapes: Shapes, inputs: Array, targets: Array) -> Arra
 def noise_covariance(theta: Array, shapes: Shapes, inputs: Array, targets: Array) -> Array:
     """Per-sample gradient covariance ``C = (1/P) sum g_mu g_mu^T - gbar gbar^T`` (d, d).
 
-    Not divided by the batch size (SPEC §4).
+    Not divided by the batch size (docs/theory.md §4).
     """
     g = per_sample_gradients(theta, shapes, inputs, targets)
     g = g - g.mean(axis=0)

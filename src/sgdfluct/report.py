@@ -1,6 +1,7 @@
 """The reproduction report: ``report.html``, ``report.md`` and ``claims.json``.
 
-The experiment code measures each claim of SPEC §10 and decides its verdict; this module only
+The experiment code measures each claim of docs/theory.md §10 and decides its verdict; this module
+only
 renders :class:`ClaimResult` objects. It never decides or alters a verdict.
 
 Outputs (all written atomically) in ``out_dir``:
@@ -56,7 +57,7 @@ class ClaimResult:
     id : str
         Short identifier (letters, digits, ``_ . -``), e.g. ``"claim1_spectra"``; unique per report.
     statement : str
-        The claim in words (SPEC §10).
+        The claim in words (docs/theory.md §10).
     expected : str
         What the theory/paper expects, with the criterion used for the verdict.
     measured : dict or str

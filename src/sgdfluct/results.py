@@ -195,7 +195,7 @@ def _lookup(tree: Mapping[str, Any], path: str) -> Any:
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class RunResult:
-    """What one ``run`` computed (INTERFACE.md "Outputs of run").
+    """What one ``run`` computed (docs/architecture.md "Outputs of run").
 
     Attributes
     ----------
@@ -270,7 +270,8 @@ class RunResult:
         return out
 
     def to_dataset(self) -> xr.Dataset:
-        """``result.nc``: the arrays of INTERFACE.md with named dims; config, version and seeds
+        """``result.nc``: the arrays of docs/architecture.md with named dims; config, version and
+        seeds
         in ``attrs``."""
         import xarray as xr
 

@@ -1,7 +1,7 @@
 """Estimators on simulation output (never imports the engine; uses theory only for geometry).
 
 Single layer: relative errors with noise floors, probability currents from lag-1 statistics.
-Depth >= 2: the aligned, range-projected, pooled covariance measurement of SPEC §8a.
+Depth >= 2: the aligned, range-projected, pooled covariance measurement of docs/theory.md §8a.
 """
 
 from sgdfluct.analysis.alignment import (

@@ -1,6 +1,7 @@
-"""Measuring the stationary weight covariance of deep linear nets from SGD trajectories (SPEC §8a).
+"""Measuring the stationary weight covariance of deep linear nets from SGD trajectories
+(docs/theory.md §8a).
 
-Recipe (steps 1-5 of SPEC §8a):
+Recipe (steps 1-5 of docs/theory.md §8a):
 
 1. burn in until the imbalance eigenvalues have saturated (:func:`detect_saturation`);
 2. cut the rest into windows of ``T_w >= window_factor / (eta h_min)`` steps;
@@ -88,7 +89,7 @@ def align_snapshots(
     -----
     For hidden layer l with the others fixed, ``O_l`` maximizes
     ``tr(O_l A)``, ``A = W_l' W̄_l^T + W_{l+1}'^T W̄_{l+1} = U S V^T``, hence ``O_l = V U^T``
-    (depth 2: the SPEC §8a formula). Rotations act on ``theta`` as
+    (depth 2: the docs/theory.md §8a formula). Rotations act on ``theta`` as
     ``blockdiag_l(O_l ⊗ O_{l-1})`` (:func:`frame_transform`).
     """
     if len(shapes) < 2:
@@ -195,7 +196,8 @@ def detect_saturation(
     scale: float | None = None,
     n_blocks: int = 20,
 ) -> Saturation:
-    """Find the step after which the imbalance eigenvalues have saturated (SPEC §8a, step 1).
+    """Find the step after which the imbalance eigenvalues have saturated (docs/theory.md §8a,
+    step 1).
 
     Parameters
     ----------
@@ -281,7 +283,7 @@ def hidden_gram_eigenvalues(trajectory: Array, shapes: Shapes) -> Array:
     """Eigenvalues (descending) of the hidden Gram ``W_l W_l^T + W_{l+1}^T W_{l+1}``.
 
     Shape (..., L-1, N_h). Rotation invariant; eigenvalues that decay to zero are dead hidden
-    units (surplus units when ``N_h`` exceeds the rank of the product, SPEC §8a).
+    units (surplus units when ``N_h`` exceeds the rank of the product, docs/theory.md §8a).
     """
     traj = np.asarray(trajectory, dtype=float)
     lead = traj.shape[:-1]
@@ -300,7 +302,7 @@ def hidden_gram_eigenvalues(trajectory: Array, shapes: Shapes) -> Array:
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class MeasuredCovariance:
-    """Aligned, projected and pooled covariance of a depth-L network (SPEC §8a).
+    """Aligned, projected and pooled covariance of a depth-L network (docs/theory.md §8a).
 
     Attributes
     ----------
@@ -419,7 +421,8 @@ def measure_layered_covariance(
     dead_rtol: float = 1e-2,
     window_bias_correction: bool = True,
 ) -> MeasuredCovariance:
-    """Stationary covariance of a depth-L linear network from SGD snapshots (SPEC §8a recipe).
+    """Stationary covariance of a depth-L linear network from SGD snapshots (docs/theory.md §8a
+    recipe).
 
     Parameters
     ----------
@@ -437,7 +440,7 @@ def measure_layered_covariance(
     window_steps : int, optional
         Window length in steps; default ``ceil(window_factor / (eta h_min))``.
     window_factor : float
-        SPEC: ``T_w >~ 100 / (eta h_min)``; shorter windows bias slow modes low.
+        docs/theory.md §8a: ``T_w >~ 100 / (eta h_min)``; shorter windows bias slow modes low.
     saturation_rtol : float
         See :func:`detect_saturation`.
     align_iterations : int

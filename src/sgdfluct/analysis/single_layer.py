@@ -1,4 +1,4 @@
-"""Estimators on single-layer simulation output (SPEC §5, §6, §10 claims 2 and 4).
+"""Estimators on single-layer simulation output (docs/theory.md §5, §6, §10 claims 2 and 4).
 
 Everything here takes plain arrays (statistics accumulated by a simulation) and never imports the
 theory or the simulation packages.
@@ -120,7 +120,7 @@ def current_from_lag1(
     -----
     For the OU process ``E[u_{k+1} | u_k] = (1 - η H) u_k``, so
     ``lag1 = Σ (1 - η H)^T = Σ - η Σ H`` and ``(lag1 - lag1^T)/(2η) = ½ (H Σ - Σ H) = Q``
-    (SPEC §6). For discrete SGD this is exact with ``Σ`` the exact stationary covariance.
+    (docs/theory.md §6). For discrete SGD this is exact with ``Σ`` the exact stationary covariance.
     """
     l1 = np.asarray(lag1, float)
     if l1.ndim != 2 or l1.shape[0] != l1.shape[1]:

@@ -667,7 +667,8 @@ def _measure_eta(ds: xr.Dataset) -> Measurement:
             f"floors at every learning rate (fails beyond {FAIL_MULTIPLE}), and the relative "
             f"deviation of the continuum Lyapunov solution from the exact one scales like eta "
             f"(log-log slope in {list(ETA_SLOPE_RANGE)}), and the simulated probability current "
-            "(lag-1 estimator, SPEC §6) matches ½[H, M] within the same noise-floor rule. The "
+            "(lag-1 estimator, docs/theory.md §6) matches ½[H, M] within the same noise-floor "
+            "rule. The "
             "noise floor is the relative Frobenius error an exact theory shows given the "
             "simulation's standard errors."
         ),
@@ -1521,7 +1522,10 @@ CLAIMS: tuple[ClaimSpec, ...] = (
             ),
             _SEED_CHANGE,
             _GATE_CHANGE,
-            _change("Contrast with a single layer trained on the same data added (SPEC §10.6)."),
+            _change(
+                "Contrast with a single layer trained on the same data added (docs/theory.md "
+                "§10.6)."
+            ),
         ),
     ),
     ClaimSpec(

@@ -248,7 +248,8 @@ def reproduce(
     workers: int | None = None,
     progress: bool = False,
 ) -> list[ClaimResult]:
-    """Test every claim of SPEC §10 and write ``report.html``, ``report.md``, ``claims.json``.
+    """Test every claim of docs/theory.md §10 and write ``report.html``, ``report.md``,
+    ``claims.json``.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Figures of the loss landscape along fluctuation directions and of the IVFR (SPEC §9).
+"""Figures of the loss landscape along fluctuation directions and of the IVFR (docs/theory.md §9).
 
 Every function takes ``ax=None`` (a new figure is made when missing), returns the Axes and never
 saves; saving is the caller's job (:func:`sgdfluct.io.atomic_save_figure`).

@@ -236,7 +236,7 @@ def run_probe_config(path: str | Path, out_dir: str | Path, *, progress: bool = 
     """``sgdfluct probe CONFIG --out DIR``: read the TOML, run, write the outputs atomically.
 
     Outputs: ``DIR/config.toml`` (resolved), ``DIR/summary.json``, ``DIR/result.nc``,
-    ``DIR/figures/*.png`` (INTERFACE.md, "sgdfluct probe").
+    ``DIR/figures/*.png`` (docs/architecture.md, "sgdfluct probe").
 
     Returns
     -------

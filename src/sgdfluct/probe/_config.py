@@ -1,4 +1,4 @@
-"""Configuration of ``sgdfluct probe`` (INTERFACE.md, "sgdfluct probe"): frozen, validated.
+"""Configuration of ``sgdfluct probe`` (docs/architecture.md, "sgdfluct probe"): frozen, validated.
 
 Every key is checked here, once; a wrong value raises :class:`sgdfluct.errors.ConfigError` naming
 the key and its allowed range.
@@ -217,11 +217,11 @@ class ProbeSGDConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ProbeSettings:
-    """``[probe]``: directions, window and analysis settings (SPEC §11).
+    """``[probe]``: directions, window and analysis settings (docs/theory.md §11).
 
     ``plateau_block`` (steps; default ``window // 4``), ``sketch_size`` (columns of the
     streaming Nyström sketch; default ``max(2 top_k + 20, 256)``) and ``bootstrap`` are
-    extensions of INTERFACE.md.
+    extensions of docs/architecture.md.
     """
 
     directions: str = "pca"

@@ -62,7 +62,7 @@ NEAR_NULL_RTOL = 1e-3
 #: (ten times the near-null level) and its drift share is below DRIFT_SHARE_MAX
 WELL_ABOVE_ZERO_RTOL = 1e-2
 DRIFT_SHARE_MAX = 0.5
-#: the window should span this many relaxation times 1/(η k_min) (SPEC §11: 100/(η k_min))
+#: the window should span this many relaxation times 1/(η k_min) (docs/theory.md §11: 100/(η k_min))
 WINDOW_RELAXATIONS = 100.0
 #: smallest default sketch (columns): layers up to this size get the exact PCA, larger ones a
 #: sketch of O(MIN_SKETCH_SIZE d) memory, top-k variances tight unless the spectrum is flat
@@ -364,7 +364,7 @@ class ProbeRun:
         }
 
     def to_dataset(self) -> Any:
-        """xarray Dataset with the variables of INTERFACE.md ("sgdfluct probe").
+        """xarray Dataset with the variables of docs/architecture.md ("sgdfluct probe").
 
         Layers with fewer directions than the largest are NaN-padded along ``direction``; the
         attribute ``n_directions_l`` gives the valid length. ``offset`` indexes the profile grid;

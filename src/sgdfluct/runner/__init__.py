@@ -5,7 +5,8 @@ This package is orchestration only: every number comes from the library modules
 :mod:`sgdfluct.landscape`). It is the one place where simulation and theory meet: ``_single``
 handles depth 1, ``_deep`` depth >= 2, ``_common`` what both share.
 
-Outputs in ``out_dir`` (INTERFACE.md): ``config.toml``, ``result.nc``, ``figures/*.png`` and,
+Outputs in ``out_dir`` (docs/architecture.md): ``config.toml``, ``result.nc``, ``figures/*.png``
+and,
 written last so that its presence marks a finished run, ``summary.json``.
 """
 

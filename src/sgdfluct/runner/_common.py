@@ -76,7 +76,8 @@ def _simulate(
         engine=s.engine,
         device=s.device,
         dtype=s.dtype,
-        # depth >= 2 measures from the stored trajectory (windows, SPEC §8a) and never reads the
+        # depth >= 2 measures from the stored trajectory (windows, docs/theory.md §8a) and never
+        # reads the
         # run-long d x d moments: keep only the O(d k) subspace statistics there
         statistics="auto" if len(shapes) == 1 else "subspace",
         **resume,

@@ -31,7 +31,7 @@ from sgdfluct.runner._common import (
 )
 
 #: a hidden unit counts as dead when its Gram eigenvalue is below this fraction of the largest
-#: (the same rule as the measurement's range projection, SPEC §8a)
+#: (the same rule as the measurement's range projection, docs/theory.md §8a)
 DEAD_UNIT_RTOL = 1e-2
 
 
@@ -39,7 +39,8 @@ def _single_layer_comparison(
     config: ExperimentConfig, data: Dataset, rng: np.random.Generator
 ) -> Any | None:
     """IVFR of a single layer trained on the same data with the same SGD settings (theory: the
-    exact discrete-time covariance at W*), for comparison with the deep network (SPEC §10 claim
+    exact discrete-time covariance at W*), for comparison with the deep network (docs/theory.md
+    §10 claim
     6 vs 3). Pooled over outputs, i.e. one 'layer'. None when it is undefined."""
     from sgdfluct.theory.discrete import UnstableError, stationary_covariance
     from sgdfluct.theory.noise import least_squares_residuals
@@ -158,7 +159,8 @@ def _deep(
         )
     except ValueError as exc:  # too few quasi-stationary windows: a config problem
         raise ConfigError(
-            f"sgd.steps = {s.steps} is too short for the depth >= 2 measurement (SPEC §8a): {exc}"
+            f"sgd.steps = {s.steps} is too short for the depth >= 2 measurement (docs/theory.md "
+            f"§8a): {exc}"
         ) from None
     theta_ref = meas.theta_ref
     hess = networks.hessian(theta_ref, shapes, x, y)

@@ -1,4 +1,5 @@
-"""Depth 1 (SPEC §4-7): exact and continuum theory against the simulation, spectra, currents."""
+"""Depth 1 (docs/theory.md §4-7): exact and continuum theory against the simulation, spectra, "
+"currents."""
 
 from __future__ import annotations
 
@@ -203,7 +204,7 @@ def _single_layer(
 def _random_matrix_metrics(
     config: ExperimentConfig, inputs: Array, noise_eigs: Array
 ) -> dict[str, float]:
-    """Kolmogorov-Smirnov distances of the spectra to their random-matrix laws (SPEC §7).
+    """Kolmogorov-Smirnov distances of the spectra to their random-matrix laws (docs/theory.md §7).
 
     Defined for whitened Gaussian inputs, N_o = 1 and q = N_i / P < 1: H_x against
     Marchenko-Pastur, C_0 against the chi^2_1-weighted generalized MP law (weight scale = the
@@ -285,7 +286,7 @@ def _interpolating_single_layer(
 ) -> _Outcome:
     """Overparameterized single layer (P <= N_i): W* interpolates, every per-sample gradient
     vanishes at W*, so SGD started there has no noise and the stationary covariance is zero
-    (SPEC §1). The simulation is still run as a check; spectra and IVFR are undefined.
+    (docs/theory.md §1). The simulation is still run as a check; spectra and IVFR are undefined.
 
     From a random start (``init.kind = "random"``) SGD keeps the start's component outside the
     row space of X and converges to ``W_end = W* + W_0 (I - X^+ X)``: the end point (and its test

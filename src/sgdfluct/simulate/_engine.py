@@ -86,7 +86,8 @@ class SimulationResult:
         ``n_batches`` contiguous batches; autocorrelation within a batch is accounted for).
     lag1 : ndarray (d, d)
         ``mean_k (theta_k - mean)(theta_{k+1} - mean)^T`` over recorded steps k, with ``k+1``
-        the next SGD step; ``(lag1 - lag1.T) / (2 eta)`` estimates the current Q (SPEC §6).
+        the next SGD step; ``(lag1 - lag1.T) / (2 eta)`` estimates the current Q (docs/theory.md
+        §6).
     lag1_stderr : ndarray (d, d)
         Entry-wise standard error of ``lag1``.
     lag1_antisym_stderr : ndarray (d, d)
@@ -335,7 +336,7 @@ def simulate(
 
     Notes
     -----
-    SGD (SPEC §3): ``theta_{k+1} = theta_k - (eta/S) sum_{mu in B_k} grad l_mu(theta_k)``,
+    SGD (docs/theory.md §3): ``theta_{k+1} = theta_k - (eta/S) sum_{mu in B_k} grad l_mu(theta_k)``,
     ``l_mu = 1/2 ||y_mu - W_L ... W_1 x_mu||^2``. Statistics are accumulated on the fly about the
     replica-averaged ``theta_{burn_in}`` (memory independent of ``steps``).
     """

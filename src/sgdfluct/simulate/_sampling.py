@@ -1,4 +1,4 @@
-"""Mini-batch index streams (SPEC §3), one independent random stream per replica.
+"""Mini-batch index streams (docs/theory.md §3), one independent random stream per replica.
 
 ``with_replacement`` indices are counter-based (a hash of the replica key, the step and the slot,
 see :mod:`._counter`); the other modes draw from a NumPy generator per replica in fixed blocks of
@@ -116,7 +116,7 @@ class IndexStream:
     batch_size : int
         S.
     sampling : {"with_replacement", "without_replacement", "epoch_shuffle"}
-        Sampling mode (SPEC §3).
+        Sampling mode (docs/theory.md §3).
     seeds : list of SeedSequence
         One per replica (see :func:`replica_seeds`).
     """

@@ -3,8 +3,9 @@
 The front door is :func:`stationary_covariance` with a :class:`StationaryProblem` and a method
 of the :data:`METHODS` registry (:mod:`sgdfluct.theory.problem`).
 
-Single layer (SPEC §4-7): noise covariance and Hessian, continuum Lyapunov and exact discrete-time
-stationary covariance, detailed balance, random-matrix spectra. Depth >= 2 (SPEC §8, §8a):
+Single layer (docs/theory.md §4-7): noise covariance and Hessian, continuum Lyapunov and exact
+discrete-time
+stationary covariance, detailed balance, random-matrix spectra. Depth >= 2 (docs/theory.md §8, §8a):
 linearization, symmetry null space, noise equilibrium, layer-wise covariance theories.
 """
 

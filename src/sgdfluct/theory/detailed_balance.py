@@ -1,4 +1,4 @@
-"""Detailed balance of the continuum (Ornstein-Uhlenbeck) description of SGD (SPEC §6).
+"""Detailed balance of the continuum (Ornstein-Uhlenbeck) description of SGD (docs/theory.md §6).
 
 ``du = -H u dt + sqrt(2D) dB`` with ``D = (f_S η / 2) C_0`` has the stationary covariance
 ``H Σ + Σ H = 2D``. Detailed balance holds iff ``H D = D H``. Measures: the relative commutator
@@ -163,7 +163,7 @@ def detailed_balance(
     batch_factor: float,
     cov: Array | None = None,
 ) -> DetailedBalance:
-    """Detailed-balance measures for ``H`` and ``C_0`` (SPEC §6).
+    """Detailed-balance measures for ``H`` and ``C_0`` (docs/theory.md §6).
 
     Parameters
     ----------

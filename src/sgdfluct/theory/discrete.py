@@ -1,4 +1,5 @@
-"""Exact discrete-time stationary weight covariance of SGD on a single linear layer (SPEC §5).
+"""Exact discrete-time stationary weight covariance of SGD on a single linear layer
+(docs/theory.md §5).
 
 SGD at finite learning rate ``η``, batch size ``S`` and finite data set, around the least-squares
 minimum, ``u_{k+1} = u_k - (η/S) sum_{mu in B_k} (A_mu u_k + g_mu)`` with
@@ -367,7 +368,7 @@ def stationary_covariance(
 
     Notes
     -----
-    Solves (SPEC §5)
+    Solves (docs/theory.md §5)
 
         ``H M + M H - η H M H = f_S η [C_0 + K(M) - H M H]``,
 

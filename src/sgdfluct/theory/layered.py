@@ -1,6 +1,7 @@
-"""Stationary weight covariance of deep linear nets on range(H_theta) (SPEC §8, §8a).
+"""Stationary weight covariance of deep linear nets on range(H_theta) (docs/theory.md §8, §8a).
 
-Around a reference point ``theta_bar`` (the quasi-stationary window mean, SPEC §8a) the fluctuations
+Around a reference point ``theta_bar`` (the quasi-stationary window mean, docs/theory.md §8a) the
+fluctuations
 live on ``range(H_theta)``; along the symmetry orbit (the null space) the linear theory says nothing
 and the covariance is set to zero there. Four levels of theory, from crude to best:
 
@@ -202,7 +203,7 @@ def layered_covariance(
     n_monte_carlo: int = 256,
     rng: np.random.Generator | None = None,
 ) -> LayeredCovariance:
-    """Linearized stationary weight covariance at ``theta`` on range(H_theta) (SPEC §8a).
+    """Linearized stationary weight covariance at ``theta`` on range(H_theta) (docs/theory.md §8a).
 
     Parameters
     ----------
@@ -219,7 +220,7 @@ def layered_covariance(
         Sets ``f_S``; ``epoch_shuffle`` is approximated by without-replacement.
     method : {"continuum", "discrete", "multiplicative", "renormalized"}
     range_rtol : float
-        Relative eigenvalue threshold of range(H) (SPEC: ~1e-7).
+        Relative eigenvalue threshold of range(H) (docs/theory.md §8a: ~1e-7).
     dead_rtol : float
         Hidden units whose Gram eigenvalue is below ``dead_rtol`` times the largest are dead
         (surplus units); their directions are excluded from the range
@@ -227,7 +228,8 @@ def layered_covariance(
     tol, max_iterations : float, int
         Fixed-point tolerance (relative change) and cap of ``multiplicative``.
     renorm_iterations, renorm_tol : int, float
-        Outer iterations of ``renormalized`` (SPEC: 3-4) and its convergence criterion.
+        Outer iterations of ``renormalized`` (docs/theory.md §8a: 3-4) and its convergence
+        criterion.
     n_monte_carlo : int
         Antithetic pairs for ``E_u[C(theta_bar + u)]`` (``renormalized``).
     rng : numpy.random.Generator

@@ -1,4 +1,4 @@
-"""Linearization of depth-L linear networks around any point (SPEC §8).
+"""Linearization of depth-L linear networks around any point (docs/theory.md §8).
 
 The network ``f(x) = W_L ... W_1 x`` depends on ``theta`` only through the product
 ``M(theta) = W_L ... W_1`` (N_o, N_i). With the row-major vectorization used everywhere in
@@ -89,7 +89,7 @@ def product_space_noise(product: Array, inputs: Array, targets: Array) -> Array:
     -----
     Per-sample gradients ``g_mu = vec(r_mu x_mu^T) = r_mu ⊗ x_mu`` with ``r_mu = M x_mu - y_mu``;
     ``C_M = (1/P) sum_mu g_mu g_mu^T - gbar gbar^T``. At the least-squares minimum ``gbar = 0`` and
-    ``C_M = (1/P) sum_mu (r_mu r_mu^T) ⊗ (x_mu x_mu^T)`` (SPEC §4).
+    ``C_M = (1/P) sum_mu (r_mu r_mu^T) ⊗ (x_mu x_mu^T)`` (docs/theory.md §4).
     """
     inputs = np.asarray(inputs, dtype=float)
     r = inputs @ np.asarray(product, dtype=float).T - targets
@@ -177,7 +177,7 @@ def hessian_range(hessian: Array, rtol: float = 1e-7) -> tuple[Array, Array]:
 
 
 def dead_unit_directions(theta: Array, shapes: Shapes, dead_rtol: float = 1e-2) -> Array:
-    """Orthonormal directions (d, k) of dead hidden units (surplus units, SPEC §8a).
+    """Orthonormal directions (d, k) of dead hidden units (surplus units, docs/theory.md §8a).
 
     At hidden layer l the Gram ``G_l = W_l W_l^T + W_{l+1}^T W_{l+1}`` has eigenvectors ``v``;
     those with eigenvalue below ``dead_rtol * max`` are dead units. Their directions are
@@ -242,7 +242,8 @@ def live_range(
     Let ``P`` project orthogonally to the span of the symmetry generators
     (:func:`sgdfluct.theory.symmetry.symmetry_basis`) and of the dead-unit directions
     (:func:`dead_unit_directions`). The range is spanned by the eigenvectors of ``P H P`` with
-    eigenvalue ``> range_rtol * max`` (SPEC §8a: ~1e-7). At a minimum of full rank this is exactly
+    eigenvalue ``> range_rtol * max`` (docs/theory.md §8a: ~1e-7). At a minimum of full rank this
+    is exactly
     ``range(H)`` (the orbit is ``null(H)``); at a window mean, which is not a critical point, the
     orbit directions carry a small curvature ``O(|grad L|)`` of either sign and are excluded
     explicitly; dead-unit directions are quartic, not quadratic, and are excluded too.

@@ -1,4 +1,4 @@
-"""Lyapunov equations for the stationary weight covariance (SPEC §5).
+"""Lyapunov equations for the stationary weight covariance (docs/theory.md §5).
 
 * Continuum (Langevin) limit, additive noise: ``H Σ + Σ H = f_S η C``.
 * Discrete time, additive noise only (multiplicative terms dropped):
@@ -80,7 +80,7 @@ def continuum_covariance(
 
     Notes
     -----
-    Solves ``H Σ + Σ H = f_S η C`` (SPEC §5; the paper's theory). It misses O(η) terms
+    Solves ``H Σ + Σ H = f_S η C`` (docs/theory.md §5; the paper's theory). It misses O(η) terms
     relative to the exact discrete-time equation (:mod:`sgdfluct.theory.discrete`).
 
     Examples
@@ -139,7 +139,7 @@ def discrete_additive_covariance(
     Solves ``H M + M H - η H M H = f_S η C``, i.e. in the eigenbasis of ``H``
     ``M_ab = f_S η C_ab / (h_a + h_b - η h_a h_b)``. The multiplicative noise term
     ``K(M) - H M H`` of the exact equation is dropped. If ``[H, C] = 0`` this is
-    ``M = f_S η C [H (2 - η H)]^{-1}`` (SPEC §5 special case).
+    ``M = f_S η C [H (2 - η H)]^{-1}`` (docs/theory.md §5 special case).
 
     Raises
     ------

@@ -1,4 +1,5 @@
-"""Hessian, SGD noise covariance and batch factor of the single layer at its minimum (SPEC §4).
+"""Hessian, SGD noise covariance and batch factor of the single layer at its minimum
+(docs/theory.md §4).
 
 For a single linear layer ``f(x) = W x`` with ``W`` of shape (N_o, N_i) and parameters
 ``theta = vec(W)`` (row-major), at the least-squares minimum ``W*`` with residuals
@@ -33,7 +34,7 @@ Array = NDArray[np.float64]
 _EPOCH_SHUFFLE_NOTE = (
     "sampling='epoch_shuffle': successive batches of an epoch are correlated; the "
     "without_replacement batch factor (P-S)/(S(P-1)) is used as an approximation and the exact "
-    "discrete-time theory is only approximate for this mode (SPEC §3)"
+    "discrete-time theory is only approximate for this mode (docs/theory.md §3)"
 )
 
 

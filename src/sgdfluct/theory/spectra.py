@@ -1,4 +1,4 @@
-"""Spectra of H, C_0 and Σ for the single layer, and their random-matrix laws (SPEC §7).
+"""Spectra of H, C_0 and Σ for the single layer, and their random-matrix laws (docs/theory.md §7).
 
 * ``H_x = X^T X / P`` with whitened Gaussian inputs follows Marchenko-Pastur (MP) with ratio
   ``q = N_i / P``.
@@ -433,7 +433,7 @@ def curvature_along_eigenvectors(hessian: Array, cov: Array) -> tuple[Array, Arr
 
 @dataclass(frozen=True, kw_only=True)
 class SingleLayerSpectra:
-    """Spectral summary of a single layer (SPEC §7, §10 claims 1 and 3).
+    """Spectral summary of a single layer (docs/theory.md §7, §10 claims 1 and 3).
 
     Attributes
     ----------

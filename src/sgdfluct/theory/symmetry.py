@@ -1,4 +1,5 @@
-"""Rescaling symmetry of deep linear nets: null space, imbalance, noise equilibrium (SPEC §8, §8a).
+"""Rescaling symmetry of deep linear nets: null space, imbalance, noise equilibrium
+(docs/theory.md §8, §8a).
 
 The map ``W_l -> A W_l``, ``W_{l+1} -> W_{l+1} A^{-1}`` (any invertible ``A`` at hidden layer l)
 leaves the product ``M = W_L ... W_1`` unchanged. Its generators are the directions
@@ -7,7 +8,7 @@ they span ``null(H_theta)`` and ``null(C_theta)`` when the product has full rank
 
 Gradient flow conserves the imbalance ``D_l = W_l W_l^T - W_{l+1}^T W_{l+1}``; SGD noise moves it
 (by ``O(eta^2)`` per step) towards the noise equilibrium ``W_2^T A_out W_2 = W_1 A_in W_1^T``
-(depth 2; SPEC §8a).
+(depth 2; docs/theory.md §8a).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def check_null_space(
     inputs : (P, N_i) array
     targets : (P, N_o) array
     rtol : float
-        Eigenvalues below ``rtol * max`` count as zero (SPEC §8a uses ~1e-7).
+        Eigenvalues below ``rtol * max`` count as zero (docs/theory.md §8a uses ~1e-7).
     """
     _check_deep(shapes)
     h = nw.hessian(theta, shapes, inputs, targets)
@@ -242,7 +243,7 @@ def _sym_power(a: Array, power: float) -> Array:
 def noise_equilibrium(
     inputs: Array, targets: Array, hidden: int, *, rotation: Array | None = None
 ) -> NoiseEquilibrium:
-    """Noise-equilibrium point of a two-layer linear network (SPEC §8a).
+    """Noise-equilibrium point of a two-layer linear network (docs/theory.md §8a).
 
     Parameters
     ----------
