@@ -71,7 +71,8 @@ class ClaimResult:
     details : str
         Free text (light markdown: paragraphs, ``- `` lists, ``code``) on method and caveats.
     rule : str
-        The decision rule in words, with its thresholds (written before the measurement).
+        The decision rule in words, with its thresholds, as it stands now (written before the
+        measurement unless ``rule_history`` records a change made after seeing data).
     rule_history : sequence of mapping
         Every change of the rule: ``{"date", "change", "after_seeing_data": bool}`` (empty if
         the rule never changed).
