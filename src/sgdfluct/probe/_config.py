@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sgdfluct.config import SAMPLING_MODES, _check, _Rule
 from sgdfluct.errors import ConfigError
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
 DIGITS_SAMPLES = 1797
 #: the digits test set must keep at least one sample per class
 _DIGITS_CLASSES = 10
-_SAMPLING = ("with_replacement", "without_replacement", "epoch_shuffle")
+_SAMPLING = SAMPLING_MODES
 #: teacher-student keys shared with `run` ([data] of sgdfluct.config.DataConfig)
 _TS_KEYS = (
     "n_in",
@@ -47,10 +48,6 @@ _TS_KEYS = (
 )
 
 
-def _type_name(kind: type) -> str:
-    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}[kind]
-
-
 def _num(
     key: str,
     value: Any,
@@ -60,36 +57,19 @@ def _num(
     *,
     open_low: bool = False,
 ) -> Any:
-    lo = "-inf" if low is None else f"{low:g}"
-    hi = "inf" if high is None else f"{high:g}"
-    rng = f"{_type_name(kind)} in {'(' if open_low else '['}{lo}, {hi}{']' if high else ')'}"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{key} = {value!r} has the wrong type: expected {rng}")
-    if kind is int and not isinstance(value, int):
-        raise ConfigError(f"{key} = {value!r} has the wrong type: expected {rng}")
-    if kind is float:
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f"{key} = {value!r} is not finite: expected {rng}")
-    if low is not None and (value < low or (open_low and value == low)):
-        raise ConfigError(f"{key} = {value!r} is out of range: expected {rng}")
-    if high is not None and value > high:
-        raise ConfigError(f"{key} = {value!r} is out of range: expected {rng}")
-    return value
+    """Check a number with the run config's declared-rule checker (one message format)."""
+    section, _, name = key.partition(".")
+    return _check(section, name, value, _Rule(kind, low, high, open_low=open_low))
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(
-            f"{key} = {value!r} is not allowed: expected one of {', '.join(map(repr, choices))}"
-        )
-    return value
+    section, _, name = key.partition(".")
+    return str(_check(section, name, value, _Rule(str, choices=choices)))
 
 
 def _bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} = {value!r} has the wrong type: expected true/false")
-    return value
+    section, _, name = key.partition(".")
+    return bool(_check(section, name, value, _Rule(bool)))
 
 
 @dataclass(frozen=True, kw_only=True)
