@@ -121,7 +121,13 @@ def naive_torch_steps_per_s(spec: dict[str, Any], seconds: float = PEER_SECONDS)
             loss.backward()
             opt.step()
 
-    return _best_threads(lambda: (run(10), _timed(run, seconds))[1])
+    return _best_threads(lambda: _warm_timed(run, seconds, warm_up=10))
+
+
+def _warm_timed(run: Any, min_seconds: float, *, warm_up: int) -> float:
+    """:func:`_timed` after ``warm_up`` untimed steps (one-off allocations, autograd set-up)."""
+    run(warm_up)
+    return _timed(run, min_seconds)
 
 
 def _timed(run: Any, min_seconds: float, first: int = 4) -> float:
@@ -179,7 +185,7 @@ def batched_torch_rate(spec: dict[str, Any], replicas: int, seconds: float = PEE
                     w -= lr * w.grad
                     w.grad = None
 
-    return replicas * _best_threads(lambda: (run(3), _timed(run, seconds))[1])
+    return replicas * _best_threads(lambda: _warm_timed(run, seconds, warm_up=3))
 
 
 def jax_rate(spec: dict[str, Any], replicas: int, seconds: float = PEER_SECONDS) -> float | None:

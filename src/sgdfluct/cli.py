@@ -250,7 +250,7 @@ def reproduce(
     overwrite: bool,
     quiet: bool,
 ) -> None:
-    """Test every claim of the paper (SPEC §10) and write a report with measured verdicts."""
+    """Test every claim of the paper (docs/theory.md §10); write a report with measured verdicts."""
     from sgdfluct.experiments.reproduce import claim_ids
     from sgdfluct.experiments.reproduce import reproduce as run_reproduction
     from sgdfluct.experiments.sweep import SweepIncomplete
@@ -321,7 +321,7 @@ def bench(quick: bool, out_file: Path, quiet: bool) -> None:
 @_quiet
 @_guarded("interrupted; nothing was written to --out (re-run the same command)")
 def probe(config_path: Path, out_dir: Path, overwrite: bool, quiet: bool) -> None:
-    """Weight fluctuations, noise and the IVFR of a PyTorch model (SPEC §11; `probe` extra)."""
+    """Fluctuations, noise and IVFR of a PyTorch model (docs/theory.md §11; `probe` extra)."""
     from sgdfluct.io import claim_output_dir
 
     try:

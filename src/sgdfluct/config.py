@@ -1,6 +1,6 @@
 """Experiment configuration: frozen, self-validating dataclasses with TOML in/out.
 
-The schema is the one of ``INTERFACE.md``::
+The schema is the one of ``docs/architecture.md``::
 
     [data]   n_in, n_out, n_samples, label_noise, inputs, seed (+ input-distribution options)
     [model]  depth, hidden
@@ -54,7 +54,7 @@ INPUT_KINDS = ("gaussian", "powerlaw", "student_t", "correlated")
 SAMPLING_MODES = ("with_replacement", "without_replacement", "epoch_shuffle")
 #: SGD engines selectable from ``sgd.engine`` ("auto": numba if installed, else numpy)
 ENGINES = ("auto", "numba", "numpy", "torch")
-#: starting points (SPEC §8b); "auto" = "random" at depth >= 2, "least_squares" at depth 1
+#: starting points (docs/theory.md §8b); "auto" = "random" at depth >= 2, "least_squares" at depth 1
 INIT_KINDS = ("auto", "random", "least_squares", "balanced_minimum", "gradient_flow")
 
 #: fewest records per replica a run may have: the engine cuts each replica's records into this many
@@ -198,7 +198,7 @@ def _validate(obj: Any, section: str) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    """Teacher-student data set (SPEC §1).
+    """Teacher-student data set (docs/theory.md §1).
 
     Attributes
     ----------
@@ -236,7 +236,7 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """Depth-L linear network ``f(x) = W_L ... W_1 x`` (SPEC §2); ``hidden`` is ``N_h``."""
+    """Depth-L linear network ``f(x) = W_L ... W_1 x`` (docs/theory.md §2); ``hidden``: N_h."""
 
     depth: int = 1
     hidden: int = 20
@@ -247,7 +247,7 @@ class ModelConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class SGDConfig:
-    """Mini-batch SGD (SPEC §3).
+    """Mini-batch SGD (docs/theory.md §3).
 
     ``steps`` counts all SGD steps including the ``burn_in`` ones; statistics are taken every
     ``record_every`` steps after burn-in, over ``replicas`` independent chains.
@@ -305,12 +305,12 @@ class SGDConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class InitConfig:
-    """Starting point of every replica (SPEC §8b).
+    """Starting point of every replica (docs/theory.md §8b).
 
     kind : ``"auto"`` (``"random"`` at depth >= 2, ``"least_squares"`` at depth 1),
         ``"random"`` (``W_l ~ N(0, scale^2 / fan_in)``, one draw per replica),
-        ``"least_squares"`` (depth 1 only), ``"balanced_minimum"`` (SPEC §8a, zero-padded surplus
-        units) or ``"gradient_flow"`` (gradient flow from a random start).
+        ``"least_squares"`` (depth 1 only), ``"balanced_minimum"`` (docs/theory.md §8a,
+        zero-padded surplus units) or ``"gradient_flow"`` (gradient flow from a random start).
     scale : standard deviation factor of the random start.
     seed : its own seed, independent of ``[data]`` and ``[sgd]``.
     """
@@ -328,7 +328,8 @@ class AnalysisConfig:
     """Options of the analysis (all optional in the TOML file).
 
     window_factor : quasi-stationary window length ``T_w = window_factor / (eta h_min)`` steps of
-        the depth >= 2 measurement (SPEC §8a: ``T_w >~ 100 / (eta h_min)``; ``h_min`` the smallest
+        the depth >= 2 measurement (docs/theory.md §8a: ``T_w >~ 100 / (eta h_min)``; ``h_min``
+        the smallest
         non-zero eigenvalue of ``H_theta``).
     flatness_factor : the loss level ``factor * L_0`` that defines the flatness (Feng & Tu use e).
     bootstrap : bootstrap resamples for confidence intervals.

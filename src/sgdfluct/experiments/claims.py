@@ -791,7 +791,8 @@ def _theory_part(row: dict[str, float]) -> str:
 def _layers_measurement(ds: xr.Dataset, learning_rates: tuple[float, ...] | None) -> Measurement:
     if learning_rates is not None and "sgd.learning_rate" in ds.dims:
         ds = ds.sel({"sgd.learning_rate": list(learning_rates)})
-    rows, parts = [], []
+    rows: list[dict[str, Any]] = []
+    parts: list[str] = []
     for label, sub in _grid_points(ds):
         errors = _layer_errors(sub)
         parts.extend(_theory_part(row) for row in errors.values())

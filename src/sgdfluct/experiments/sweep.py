@@ -1,6 +1,7 @@
 """Resumable parameter sweeps: a grid of run configs, one output folder per cell.
 
-A sweep file (TOML, see ``INTERFACE.md``) names a base run config and a grid of dotted config keys::
+A sweep file (TOML, see ``docs/architecture.md``) names a base run config and a grid of dotted
+config keys::
 
     base = "single_layer.toml"        # a run config, relative to this file
     replicates = 2                    # independent seeds per cell (also accepted inside [grid])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +193,7 @@ def _test_loss_metrics(
     }
 
 
-def _draw(makers: dict[str, FigureMaker], folder: Path) -> None:
+def _draw(makers: Mapping[str, FigureMaker], folder: Path) -> None:
     for name, make in makers.items():
         fig = make()
         try:
