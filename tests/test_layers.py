@@ -109,3 +109,13 @@ def test_nothing_imports_back_from_the_root():
                 assert not names & {"__version__", "run_experiment", "reproduce", "load_config"}, (
                     f"{f.relative_to(PACKAGE)} imports {sorted(names)} from the root"
                 )
+
+
+def test_public_simulate_stays_the_function_after_its_subpackage_loads():
+    # `sgdfluct.simulate` names both the engine subpackage and its entry point; importing the
+    # subpackage (the runner does) must not turn the public name into a module
+    import sgdfluct as sf
+    import sgdfluct.runner  # noqa: F401  (loads sgdfluct.simulate)
+    from sgdfluct.simulate import simulate
+
+    assert sf.simulate is simulate

@@ -15,6 +15,8 @@ the runner, sweeps, reproduction, report and plotting do, and load only when ask
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from sgdfluct._version import __version__
@@ -79,6 +81,23 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+#: public functions named like a subpackage: importing ``sgdfluct.simulate`` must not replace the
+#: function ``sgdfluct.simulate`` by the subpackage (the import system sets the parent's attribute)
+_SHADOWED = frozenset(name for name, module in _LAZY.items() if module == f"sgdfluct.{name}")
+
+
+class _Root(types.ModuleType):
+    """The root module: keeps :data:`_SHADOWED` names bound to the public objects."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Root
 
 
 def __dir__() -> list[str]:
