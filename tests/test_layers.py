@@ -115,7 +115,7 @@ def test_public_simulate_stays_the_function_after_its_subpackage_loads():
     # `sgdfluct.simulate` names both the engine subpackage and its entry point; importing the
     # subpackage (the runner does) must not turn the public name into a module
     import sgdfluct as sf
-    import sgdfluct.runner  # noqa: F401  (loads sgdfluct.simulate)
+    import sgdfluct.runner  # loads sgdfluct.simulate
     from sgdfluct.simulate import simulate
 
     assert sf.simulate is simulate
