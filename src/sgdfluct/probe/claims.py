@@ -16,8 +16,6 @@ import math
 import time
 from typing import Any
 
-import numpy as np
-
 from sgdfluct.errors import ConfigError, DivergenceError, MeasurementError
 
 from ._builtin import run_probe
@@ -144,18 +142,18 @@ def claim8_config(scale: str, seed: int, *, kind: str = "mlp") -> ProbeConfig:
 
 
 def t_interval(values: list[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
-    """Mean and Student-t interval over seeds (``None`` entries when fewer than 2 values)."""
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    out: dict[str, Any] = {"n": int(v.size), "mean": None, "ci": None, "sd": None}
-    if v.size == 0:
-        return out
-    out["mean"] = float(v.mean())
-    if v.size >= 2:
-        from scipy import stats
+    """Mean and Student-t interval over seeds (``None`` entries when fewer than 2 values), by the
+    reproduction's one seed aggregation (:func:`sgdfluct.experiments.verdicts.seed_interval`)."""
+    from sgdfluct.experiments.verdicts import seed_interval
 
-        sd = float(v.std(ddof=1))
-        half = float(stats.t.ppf(0.5 + confidence / 2, v.size - 1)) * sd / math.sqrt(v.size)
-        out.update(sd=sd, ci=[out["mean"] - half, out["mean"] + half])
+    finite = [x for x in values if x is not None and math.isfinite(x)]
+    out: dict[str, Any] = {"n": len(finite), "mean": None, "ci": None, "sd": None}
+    if not finite:
+        return out
+    r = seed_interval(finite, level=confidence)
+    out["mean"] = float(r.mean)
+    if r.n >= 2:
+        out.update(sd=float(r.sd), ci=[float(r.lo), float(r.hi)])
     return out
 
 
