@@ -92,6 +92,8 @@ def align_snapshots(
     (depth 2: the docs/theory.md §8a formula). Rotations act on ``theta`` as
     ``blockdiag_l(O_l ⊗ O_{l-1})`` (:func:`frame_transform`).
     """
+    from sgdfluct._smallmat import procrustes_rotation
+
     if len(shapes) < 2:
         raise ValueError("alignment needs depth L >= 2")
     snapshots = np.atleast_2d(np.asarray(snapshots, dtype=float))
@@ -104,15 +106,13 @@ def align_snapshots(
         # initial forward pass matching W_l only (avoids poor local optima of the sweeps)
         for l in range(len(shapes) - 1):
             w_l = weights[l] if l == 0 else weights[l] @ np.swapaxes(rots[l - 1], 1, 2)
-            u, _, vt = np.linalg.svd(w_l @ np.swapaxes(tgt[l], 1, 2))
-            rots[l] = np.swapaxes(vt, 1, 2) @ np.swapaxes(u, 1, 2)
+            rots[l] = procrustes_rotation(w_l @ np.swapaxes(tgt[l], 1, 2))
     for _ in range(n_sweeps):
         for l in range(len(shapes) - 1):
             w_l = weights[l] if l == 0 else weights[l] @ np.swapaxes(rots[l - 1], 1, 2)
             w_n = weights[l + 1] if l + 1 == len(rots) else rots[l + 1] @ weights[l + 1]
             a = w_l @ np.swapaxes(tgt[l], 1, 2) + np.swapaxes(w_n, 1, 2) @ tgt[l + 1]
-            u, _, vt = np.linalg.svd(a)
-            rots[l] = np.swapaxes(vt, 1, 2) @ np.swapaxes(u, 1, 2)
+            rots[l] = procrustes_rotation(a)
     aligned = np.concatenate([w.reshape(n, -1) for w in _apply(weights, rots)], axis=1)
     return aligned, rots
 
@@ -285,6 +285,8 @@ def hidden_gram_eigenvalues(trajectory: Array, shapes: Shapes) -> Array:
     Shape (..., L-1, N_h). Rotation invariant; eigenvalues that decay to zero are dead hidden
     units (surplus units when ``N_h`` exceeds the rank of the product, docs/theory.md §8a).
     """
+    from sgdfluct._smallmat import eigvalsh_desc
+
     traj = np.asarray(trajectory, dtype=float)
     lead = traj.shape[:-1]
     out = []
@@ -293,7 +295,7 @@ def hidden_gram_eigenvalues(trajectory: Array, shapes: Shapes) -> Array:
         w_l = traj[..., sl].reshape(*lead, *shapes[l])
         w_n = traj[..., sn].reshape(*lead, *shapes[l + 1])
         g = w_l @ np.swapaxes(w_l, -1, -2) + np.swapaxes(w_n, -1, -2) @ w_n
-        out.append(np.linalg.eigvalsh(g)[..., ::-1])
+        out.append(eigvalsh_desc(g))
     return np.stack(out, axis=-2)
 
 

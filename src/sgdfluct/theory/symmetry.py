@@ -184,6 +184,8 @@ def imbalance_eigenvalues(trajectory: Array, shapes: Shapes) -> Array:
     (..., L-1, N_h) array
         Invariant under the orthogonal part of the symmetry (hidden-unit rotations).
     """
+    from sgdfluct._smallmat import eigvalsh_desc
+
     _check_deep(shapes)
     traj = np.asarray(trajectory, dtype=float)
     widths = {r for r, _ in shapes[:-1]}
@@ -196,7 +198,7 @@ def imbalance_eigenvalues(trajectory: Array, shapes: Shapes) -> Array:
         w_l = traj[..., offsets[l] : offsets[l + 1]].reshape(*lead, *shapes[l])
         w_n = traj[..., offsets[l + 1] : offsets[l + 2]].reshape(*lead, *shapes[l + 1])
         d = w_l @ np.swapaxes(w_l, -1, -2) - np.swapaxes(w_n, -1, -2) @ w_n
-        out.append(np.linalg.eigvalsh(d)[..., ::-1])
+        out.append(eigvalsh_desc(d))
     return np.stack(out, axis=-2)
 
 

@@ -1,0 +1,53 @@
+"""The batched small-matrix kernels against numpy.linalg (LAPACK)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sgdfluct._smallmat import JACOBI_MAX, eigvalsh_desc, procrustes_rotation
+
+
+def _batch(k: int, n: int = 400, seed: int = 0) -> np.ndarray:
+    a = np.random.default_rng(seed).standard_normal((n, k, k))
+    a[:20, :, -1] = 0.0  # rank k - 1
+    a[20:30] = 0.0  # rank 0
+    if k >= 2:
+        a[30:40, :, 0] = a[30:40, :, 1] * (1.0 + 1e-9)  # nearly rank deficient
+    a[40:50] *= 1e-150  # tiny scale
+    a[50:60] = np.eye(k)  # already diagonal
+    return a
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, JACOBI_MAX, JACOBI_MAX + 1])
+def test_procrustes_is_orthogonal_and_maximizes_the_trace(k):
+    a = _batch(k)
+    o = procrustes_rotation(a)
+    eye = np.eye(k)
+    np.testing.assert_allclose(o @ np.swapaxes(o, 1, 2), np.broadcast_to(eye, a.shape), atol=1e-13)
+    u, s, vt = np.linalg.svd(a)
+    ref = np.swapaxes(vt, 1, 2) @ np.swapaxes(u, 1, 2)
+    # the maximum of tr(O a) over orthogonal O is the nuclear norm, whatever the rank
+    tr = np.einsum("nij,nji->n", o, a)
+    np.testing.assert_allclose(tr, s.sum(axis=1), rtol=1e-12, atol=1e-300)
+    # unique for full rank: equal to the LAPACK answer
+    full = s[:, -1] > 1e-6 * s[:, 0]
+    np.testing.assert_allclose(o[full], ref[full], atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, JACOBI_MAX, JACOBI_MAX + 1])
+def test_eigvalsh_desc_matches_lapack(k):
+    a = _batch(k, seed=1)
+    sym = a + np.swapaxes(a, 1, 2)
+    got = eigvalsh_desc(sym.reshape(2, -1, k, k))
+    ref = np.linalg.eigvalsh(sym)[..., ::-1]
+    scale = np.abs(sym).max(axis=(1, 2)).reshape(2, -1, 1) + 1e-300
+    assert got.shape == (2, sym.shape[0] // 2, k)
+    assert np.all(np.abs(got - ref.reshape(got.shape)) <= 1e-13 * scale)
+
+
+def test_shapes_are_checked():
+    with pytest.raises(ValueError, match="square"):
+        procrustes_rotation(np.zeros((3, 2, 3)))
+    with pytest.raises(ValueError, match="square"):
+        eigvalsh_desc(np.zeros(3))
