@@ -891,11 +891,17 @@ def _layer_analysis(
                 psis.append(-_ols_slope(x, np.log(profile_stats(d)[2]))[0])
         window_psi = np.asarray(psis)
 
+        # the layer's block of every window, flattened once: a resample's mean block is then one
+        # (W,) x (W, m^2) product (resampling the full d x d covariances copied W d^2 floats)
+        idx = _layer_positions(layer_idx, layer)
+        blocks = covs[:, idx[:, None], idx[None, :]].reshape(n_windows, -1)
+        block_idx = np.ones(idx.size, dtype=np.int64)
+
         def replicate(gen: np.random.Generator) -> tuple[Array, Array]:
             pick = gen.integers(0, n_windows, size=n_windows)
-            d = fluctuation_directions(
-                covs[pick].mean(axis=0), layer_idx, layer, rel_threshold=rel_threshold
-            )
+            weights = np.bincount(pick, minlength=n_windows) / n_windows
+            block = (weights @ blocks).reshape(idx.size, idx.size)
+            d = fluctuation_directions(block, block_idx, 1, rel_threshold=rel_threshold)
             return d.variances, profile_stats(d)[2]
 
     fit = fit_ivfr(
