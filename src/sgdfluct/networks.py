@@ -156,15 +156,24 @@ def hessian(theta: Array, shapes: Shapes, inputs: Array, targets: Array) -> Arra
     """
     weights = unflatten(theta, shapes)
     p = inputs.shape[0]
-    jac = per_sample_jacobians(theta, shapes, inputs)
-    flat = jac.reshape(-1, jac.shape[2])
-    hess = flat.T @ flat / p
-    if len(weights) == 1:
-        return hess
     acts = _activations(weights, inputs)
-    r = acts[-1] - targets
     suffix = _suffix_products(weights)
     offsets = np.cumsum([0] + [a * b for a, b in shapes])
+    d = int(offsets[-1])
+    # Gauss-Newton: J_mu's layer-l block is kron(A_l, a_{l-1,mu}^T) and A_l does not depend on
+    # mu, so block (l, m) of (1/P) sum_mu J_mu^T J_mu is kron(A_l^T A_m, (1/P) sum_mu
+    # a_{l-1,mu} a_{m-1,mu}^T): O(d^2) instead of a (P N_o) x d x d product
+    hess = np.empty((d, d))
+    for l in range(len(weights)):
+        for m in range(l, len(weights)):
+            block = np.kron(suffix[l].T @ suffix[m], acts[l].T @ acts[m] / p)
+            sl, sm = slice(offsets[l], offsets[l + 1]), slice(offsets[m], offsets[m + 1])
+            hess[sl, sm] = block
+            if m != l:
+                hess[sm, sl] = block.T
+    if len(weights) == 1:
+        return hess
+    r = acts[-1] - targets
     for m in range(len(weights)):
         back = r @ suffix[m]  # (P, rows_m)
         for l in range(m):
