@@ -196,6 +196,7 @@ def _run_probe(config: ProbeConfig, *, progress: bool) -> tuple[ProbeRun, dict[s
         test_data=(data.x_test, data.y_test),
         task=data.task,
         bootstrap=p.bootstrap,
+        near_null_rtol=p.near_null_rtol,
         seed=s.seed,
     )
     batches = _Batches(data.x.shape[0], s.batch_size, s.sampling, s.seed)

@@ -200,8 +200,9 @@ class ProbeSettings:
     """``[probe]``: directions, window and analysis settings (docs/theory.md §11).
 
     ``plateau_block`` (steps; default ``window // 4``), ``sketch_size`` (columns of the
-    streaming Nyström sketch; default ``max(2 top_k + 20, 256)``) and ``bootstrap`` are
-    extensions of docs/architecture.md.
+    streaming Nyström sketch; default ``max(2 top_k + 20, 256)``), ``bootstrap`` and
+    ``near_null_rtol`` (the near-null cut of the drift share and the range projection,
+    ``|θ| <= near_null_rtol · λ_max``) are extensions of docs/architecture.md.
     """
 
     directions: str = "pca"
@@ -213,6 +214,7 @@ class ProbeSettings:
     plateau_block: int | None = None
     sketch_size: int | None = None
     bootstrap: int = 1000
+    near_null_rtol: float = 1e-3
 
     def __post_init__(self) -> None:
         _choice("probe.directions", self.directions, ("pca", "hessian"))
@@ -236,6 +238,7 @@ class ProbeSettings:
         if self.sketch_size is not None:
             _num("probe.sketch_size", self.sketch_size, int, self.top_k)
         _num("probe.bootstrap", self.bootstrap, int, 10, 1_000_000)
+        _num("probe.near_null_rtol", self.near_null_rtol, float, 0.0, 1.0, open_low=True)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -38,6 +38,7 @@ from sgdfluct.theory.noise import batch_factor
 from ._stream import (
     PLATEAU_Z,
     BoundedTrace,
+    CoordinateMoments,
     NystromSketch,
     PlateauMonitor,
     SubspaceMoments,
@@ -174,6 +175,17 @@ class LayerResult:
     drift_share : (k,) array
         Share of ``p_i`` in the near-null eigenspace of the Hessian compressed to the probed
         subspace of all layers (see :meth:`FluctuationProbe.analyze`).
+    range_cov : (k, k) array
+        Range-projected covariance: the layer's block of ``Π M_K Π``, where ``M_K`` is the joint
+        measured covariance of the probed coordinates of all layers and ``Π`` projects off the
+        near-null eigenvectors of ``H_K`` (those of the drift share). The fluctuations with the
+        symmetry-orbit drift removed to first order: for a deep linear net this is the
+        covariance on ``range(H)`` of docs §8a that ``run`` measures and predicts. NaN-filled
+        when the cross-layer covariance is not recorded (see ``notes``).
+    range_variance : (k,) array
+        ``diag(range_cov)``: the range-projected variance along each ``p_i``.
+    window_mean : (d_l,) array
+        The layer's window mean ``w̄`` (the point of the analysis).
     sharp : (k,) bool array
         Directions with curvature well above zero (:data:`WELL_ABOVE_ZERO_RTOL`) and drift share
         below :data:`DRIFT_SHARE_MAX`.
@@ -210,6 +222,9 @@ class LayerResult:
     noise_proj: Array
     temperature: Array
     drift_share: Array
+    range_cov: Array
+    range_variance: Array
+    window_mean: Array
     sharp: NDArray[np.bool_]
     weight_cov_theory: Array
     ivfr_all: dict[str, Any]
@@ -244,6 +259,11 @@ class ProbeRun:
         Training loss (with the weight-decay term) at the window mean.
     lambda_max : float
         Largest Hessian eigenvalue at the window mean (Lanczos).
+    subspace_hessian_eigenvalues : (K,) array
+        Eigenvalues θ of ``H_K = Pᵀ H P`` over the probed directions of all layers (ascending);
+        those with ``|θ| <= near_null_rtol · lambda_max`` are near-null (drift share, range
+        projection). A clear gap around the cut makes both well defined.
+    near_null_rtol : float
     train_steps, train_loss : arrays
         The recorded training loss (bounded trace).
     test_loss, test_accuracy : float
@@ -271,6 +291,8 @@ class ProbeRun:
     steps_observed: int
     loss0: float
     lambda_max: float
+    subspace_hessian_eigenvalues: Array
+    near_null_rtol: float
     train_steps: Array
     train_loss: Array
     test_loss: float
@@ -307,7 +329,12 @@ class ProbeRun:
                 "variance_range": [_none(lr.variances.min()), _none(lr.variances.max())],
                 "curvature_range": [_none(lr.curvature.min()), _none(lr.curvature.max())],
                 "drift_share_mean": _none(float(lr.drift_share.mean())),
+                "drift_share_top": [_none(v) for v in lr.drift_share[:3]],
                 "n_near_null": int(np.sum(lr.drift_share >= DRIFT_SHARE_MAX)),
+                "range_variance_total": _none(float(np.trace(lr.range_cov))),
+                "drift_variance_total": _none(
+                    float(np.trace(lr.weight_cov_measured) - np.trace(lr.range_cov))
+                ),
                 "temperature_median": _none(float(np.median(finite_t))) if finite_t.size else None,
                 "spearman_temperature_curvature": _none(lr.spearman_temperature_curvature),
                 "commutator": _none(lr.commutator),
@@ -356,11 +383,24 @@ class ProbeRun:
             "flatness_factor": self.flatness_factor,
             "loss0": self.loss0,
             "lambda_max": self.lambda_max,
+            "near_null": self._near_null_summary(),
             "test_loss": _none(self.test_loss),
             "test_accuracy": _none(self.test_accuracy),
             "recorder_bytes": self.recorder_bytes,
             "analysis_seconds": self.analysis_seconds,
             "notes": list(self.notes),
+        }
+
+    def _near_null_summary(self) -> dict[str, Any]:
+        """Count of near-null eigenvalues of ``H_K`` and the gap around the cut."""
+        a = np.sort(np.abs(self.subspace_hessian_eigenvalues))
+        cut = self.near_null_rtol * self.lambda_max
+        inside, outside = a[a <= cut], a[a > cut]
+        return {
+            "rtol": self.near_null_rtol,
+            "count": int(inside.size),
+            "largest_near_null": _none(float(inside[-1])) if inside.size else None,
+            "smallest_above": _none(float(outside[0])) if outside.size else None,
         }
 
     def to_dataset(self) -> Any:
@@ -396,6 +436,7 @@ class ProbeRun:
             "plateau_step": self.plateau_step,
             "loss0": self.loss0,
             "lambda_max": self.lambda_max,
+            "near_null_rtol": self.near_null_rtol,
         }
         for lr in self.layers:
             v = lr.layer
@@ -410,6 +451,9 @@ class ProbeRun:
             data[f"noise_proj_{v}"] = (("direction", "direction_b"), pad(lr.noise_proj, 2))
             data[f"temperature_{v}"] = ("direction", pad(lr.temperature, 1))
             data[f"drift_share_{v}"] = ("direction", pad(lr.drift_share, 1))
+            data[f"range_variance_{v}"] = ("direction", pad(lr.range_variance, 1))
+            data[f"range_cov_{v}"] = (("direction", "direction_b"), pad(lr.range_cov, 2))
+            data[f"window_mean_{v}"] = (f"param_{v}", np.asarray(lr.window_mean, dtype=float))
             data[f"weight_cov_theory_{v}"] = (
                 ("direction", "direction_b"),
                 pad(lr.weight_cov_theory, 2),
@@ -418,6 +462,10 @@ class ProbeRun:
                 ("direction", "direction_b"),
                 pad(lr.weight_cov_measured, 2),
             )
+        data["subspace_hessian_eigenvalues"] = (
+            "subspace_direction",
+            np.asarray(self.subspace_hessian_eigenvalues, dtype=float),
+        )
         data["train_loss"] = ("step", self.train_loss)
         data["test_loss"] = ((), float(self.test_loss))
         data["test_accuracy"] = ((), float(self.test_accuracy))
@@ -493,6 +541,10 @@ class FluctuationProbe:
         Bootstrap replicates of the ψ intervals.
     seed : int
         Seed of the sketch test matrices, Lanczos start vectors and the bootstrap.
+    near_null_rtol : float
+        An eigenvalue θ of the Hessian compressed to the probed subspace is near-null when
+        ``|θ| <= near_null_rtol · λ_max(H)`` (default :data:`NEAR_NULL_RTOL`); set it inside the
+        gap of ``ProbeRun.subspace_hessian_eigenvalues`` when the default cuts through a cluster.
     """
 
     def __init__(
@@ -519,6 +571,7 @@ class FluctuationProbe:
         task: str = "auto",
         bootstrap: int = 1000,
         seed: int = 0,
+        near_null_rtol: float = NEAR_NULL_RTOL,
     ) -> None:
         if (learning_rate is None) == (optimizer is None):
             raise ConfigError("give exactly one of learning_rate and optimizer")
@@ -576,6 +629,9 @@ class FluctuationProbe:
                 "classification" if not torch.is_floating_point(y) and y.ndim == 1 else "regression"
             )
         self.bootstrap = int(bootstrap)
+        if not 0 < near_null_rtol < 1:
+            raise ConfigError(f"near_null_rtol = {near_null_rtol}: expected 0 < value < 1")
+        self.near_null_rtol = float(near_null_rtol)
         self.seed = int(seed)
         all_layers = _discover_layers(model)
         if layers == "all":
@@ -610,6 +666,10 @@ class FluctuationProbe:
         self.plateau_step = -1
         self._window_start = -1
         self._recorders: dict[int, NystromSketch | SubspaceMoments] = {}
+        #: joint covariance of all probed layers (cross-layer blocks, for the range projection):
+        #: the coordinates along the fixed Hessian directions, or an exact joint sketch in PCA
+        #: mode when the probed layers together have at most ``sketch_size`` parameters
+        self._joint: CoordinateMoments | NystromSketch | None = None
         self._mean_sum: dict[str, torch.Tensor] = {}
         self._mean_count = 0
         self._gen = torch.Generator(device="cpu").manual_seed(self.seed)
@@ -703,13 +763,22 @@ class FluctuationProbe:
                 self._recorders[lay.index] = SubspaceMoments(
                     w, torch.as_tensor(dirs, dtype=torch.float64, device=w.device)
                 )
+        w_all = torch.cat([_flat(params, lay) for lay in self.layers])
+        if self.directions == "hessian":
+            big_k = sum(int(r.directions.shape[0]) for r in self._recorders.values())  # type: ignore[union-attr]
+            self._joint = CoordinateMoments(big_k, w_all.device)
+        elif w_all.numel() <= self.sketch_size:
+            self._joint = NystromSketch(w_all, self.sketch_size, self._gen)  # exact: no draws
         self._mean_sum = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
         self._record()
 
     def _record(self) -> None:
         params = self._params()
-        for lay in self.layers:
-            self._recorders[lay.index].update(_flat(params, lay))
+        coords = [self._recorders[lay.index].update(_flat(params, lay)) for lay in self.layers]
+        if isinstance(self._joint, CoordinateMoments):
+            self._joint.update(torch.cat(coords))  # type: ignore[arg-type]
+        elif self._joint is not None:
+            self._joint.update(torch.cat([_flat(params, lay) for lay in self.layers]))
         for n, p in params.items():
             self._mean_sum[n].add_(p.to(torch.float64))
         self._mean_count += 1
@@ -718,8 +787,11 @@ class FluctuationProbe:
 
     def recorder_bytes(self) -> int:
         """Memory of the streaming recorders and window means (bytes)."""
-        return sum(r.nbytes() for r in self._recorders.values()) + 8 * sum(
-            t.numel() for t in self._mean_sum.values()
+        joint = 0 if self._joint is None else self._joint.nbytes()
+        return (
+            sum(r.nbytes() for r in self._recorders.values())
+            + joint
+            + 8 * sum(t.numel() for t in self._mean_sum.values())
         )
 
     # -------------------------------------------------------------------- Hessian machinery
@@ -847,10 +919,22 @@ class FluctuationProbe:
 
         Drift share: with ``P`` the probed directions of all layers (orthonormal, K columns) and
         ``H_K = Pᵀ H P = E diag(θ) Eᵀ``, the near-null eigenvectors are those with
-        ``|θ_j| <= NEAR_NULL_RTOL · λ_max(H)``; the share of direction i is
+        ``|θ_j| <= near_null_rtol · λ_max(H)``; the share of direction i is
         ``Σ_{j near-null} E_ij²`` — the Rayleigh–Ritz estimate of its weight in the null space of
         H (symmetry orbits of deep linear nets or ReLU rescalings span several layers, which the
         joint ``H_K`` sees).
+
+        Range projection: with ``M_K`` the joint measured covariance of the probed coordinates
+        of all layers (recorded in ``directions = "hessian"`` mode, and in PCA mode when the
+        probed layers have at most ``sketch_size`` parameters together) and ``E_0`` the
+        near-null eigenvectors above, ``range_cov = Π M_K Π`` with ``Π = I − E_0 E_0ᵀ``: the
+        fluctuations with the drift along the symmetry orbit removed to first order (docs §8a
+        step 4 without the Procrustes alignment, which is specific to deep linear nets). Both
+        rest on ``w̄`` lying close to the minimum manifold: a window over which the orbit drift
+        is large compared with the fluctuations (hidden units rotating by O(1) angles) puts
+        ``w̄`` inside the curved orbit, where the orbit directions carry curvatures
+        ``O(|∇L(w̄)|)`` of either sign well above the near-null level; then no direction is
+        near-null and the drift share reads 0 although the raw PCs are drift (docs §11).
 
         Subspace theory (docs §5 in the subspace): the additive discrete-time equation
         ``H_k M + M H_k − η H_k M H_k = f_S η C_k`` with the projected k×k blocks
@@ -947,8 +1031,18 @@ class FluctuationProbe:
 
         # drift share from the joint compressed Hessian
         theta, evec = np.linalg.eigh(h_k)
-        null = np.abs(theta) <= NEAR_NULL_RTOL * lam_max
+        null = np.abs(theta) <= self.near_null_rtol * lam_max
         drift = (evec[:, null] ** 2).sum(axis=1)
+        n_negative = int(np.sum(theta < -self.near_null_rtol * lam_max))
+        if n_negative:
+            notes.append(
+                f"the Hessian in the probed subspace has {n_negative} "
+                f"negative eigenvalue(s) (down to {theta.min():.3g}, lambda_max = {lam_max:.3g}) "
+                "at the window mean: the mean is not near a minimum, as when the weights drift far "
+                "along a curved symmetry orbit during the window; drift shares and range_cov may "
+                "miss that drift (shorten the window, or lower eta / raise the batch size)"
+            )
+        range_cov = self._range_projected(dirs, order, evec[:, null], big_k, notes)
 
         gen = np.random.default_rng(self.seed)
         results = []
@@ -965,6 +1059,7 @@ class FluctuationProbe:
                     h_k[sl, sl],
                     c_k[sl, sl],
                     drift[sl],
+                    range_cov[sl, sl],
                     exact[lay.index],
                     gen,
                 )
@@ -994,6 +1089,8 @@ class FluctuationProbe:
             steps_observed=self.step,
             loss0=loss0,
             lambda_max=lam_max,
+            subspace_hessian_eigenvalues=theta,
+            near_null_rtol=self.near_null_rtol,
             train_steps=steps_arr,
             train_loss=loss_arr,
             test_loss=test_loss,
@@ -1004,6 +1101,45 @@ class FluctuationProbe:
             analysis_seconds=time.perf_counter() - t0,
             notes=tuple(notes),
         )
+
+    def _range_projected(
+        self,
+        dirs: Mapping[int, Array],
+        order: Sequence[int],
+        e_null: Array,
+        big_k: int,
+        notes: list[str],
+    ) -> Array:
+        """Joint measured covariance ``M_K`` (K×K) projected off the near-null eigenvectors.
+
+        ``Π M_K Π`` with ``Π = I − E_0 E_0ᵀ`` (``E_0``: the near-null eigenvectors of
+        ``H_K = Pᵀ H P``, the columns of ``e_null``); NaN-filled, with a note, when the joint
+        covariance was not recorded (PCA directions of layers with more than ``sketch_size``
+        parameters together).
+        """
+        if self._joint is None:
+            notes.append(
+                f"range_cov not measured: the probed layers have more than sketch_size = "
+                f"{self.sketch_size} parameters together, so the cross-layer covariance of the "
+                "PCA directions is not recorded; use directions = 'hessian'"
+            )
+            return np.full((big_k, big_k), np.nan)
+        if isinstance(self._joint, CoordinateMoments):
+            m_k = self._joint.covariance()
+        else:
+            var, vec = self._joint.top(self._joint.dim)
+            sigma = vec.T @ (var[:, None] * vec)
+            sizes = [dirs[i].shape[1] for i in order]
+            cols = np.concatenate([[0], np.cumsum(sizes)])
+            p_big = np.zeros((big_k, int(cols[-1])))
+            row = 0
+            for j, i in enumerate(order):
+                p_big[row : row + dirs[i].shape[0], cols[j] : cols[j + 1]] = dirs[i]
+                row += dirs[i].shape[0]
+            m_k = p_big @ sigma @ p_big.T
+        proj = np.eye(big_k) - e_null @ e_null.T
+        out = proj @ m_k @ proj
+        return np.asarray(0.5 * (out + out.T))
 
     def _test_metrics(self, params: Mapping[str, torch.Tensor]) -> tuple[float, float]:
         if self.test_data is None or self.test_data[0].shape[0] == 0:
@@ -1138,6 +1274,7 @@ class FluctuationProbe:
         h_l: Array,
         c_l: Array,
         drift: Array,
+        range_cov: Array,
         exact: bool,
         gen: np.random.Generator,
     ) -> LayerResult:
@@ -1206,6 +1343,9 @@ class FluctuationProbe:
             noise_proj=c_l,
             temperature=temp,
             drift_share=drift,
+            range_cov=range_cov,
+            range_variance=np.diag(range_cov).copy(),
+            window_mean=_flat(params, lay).to(torch.float64).cpu().numpy(),
             sharp=sharp,
             weight_cov_theory=m_th,
             ivfr_all=ivfr_all,

@@ -3,6 +3,8 @@
 * :class:`NystromSketch` — streaming randomized PCA of one layer's thinned weights (docs/theory.md
   §11): memory O(ℓ d) for a sketch of ℓ columns, never O(d²) (exact PCA when d <= ℓ).
 * :class:`SubspaceMoments` — exact covariance of the weights projected on k fixed directions.
+* :class:`CoordinateMoments` — exact covariance of a stream of k-vectors (the joint probed
+  coordinates of all layers).
 * :class:`PlateauMonitor` / :func:`plateau_test` — the stationarity test of docs/theory.md §11.
 * :class:`BoundedTrace` — a loss trace of at most ``max_len`` points (pairwise averaging).
 """
@@ -21,6 +23,7 @@ __all__ = [
     "PLATEAU_SUB_BLOCKS",
     "PLATEAU_Z",
     "BoundedTrace",
+    "CoordinateMoments",
     "NystromSketch",
     "PlateauMonitor",
     "SubspaceMoments",
@@ -135,6 +138,36 @@ class NystromSketch:
         return lam[:k].cpu().numpy(), u[:, :k].T.cpu().numpy()
 
 
+class CoordinateMoments:
+    """Exact streaming covariance (``ddof = 1``) of a coordinate vector ``z_t`` (k,): O(k²) memory.
+
+    Used for the joint covariance of the probed coordinates of all layers (the cross-layer
+    blocks the range projection needs, docs/theory.md §11).
+    """
+
+    def __init__(self, k: int, device: torch.device | str = "cpu") -> None:
+        self.zsum = torch.zeros(k, dtype=torch.float64, device=device)
+        self.zz = torch.zeros(k, k, dtype=torch.float64, device=device)
+        self.count = 0
+
+    def update(self, z: torch.Tensor) -> None:
+        z = z.to(torch.float64)
+        self.zsum.add_(z)
+        self.zz.add_(torch.outer(z, z))
+        self.count += 1
+
+    def nbytes(self) -> int:
+        return 8 * (self.zsum.numel() + self.zz.numel())
+
+    def covariance(self) -> Array:
+        n = self.count
+        if n < 2:
+            raise ValueError(f"the recorder holds {n} snapshot(s): expected >= 2")
+        m = self.zsum / n
+        cov = (self.zz - n * torch.outer(m, m)) / (n - 1)
+        return (0.5 * (cov + cov.T)).cpu().numpy()
+
+
 class SubspaceMoments:
     """Exact streaming covariance of ``P (w_t − w_0)`` for fixed orthonormal rows ``P`` (k×d).
 
@@ -148,35 +181,30 @@ class SubspaceMoments:
     def __init__(self, reference: torch.Tensor, directions: torch.Tensor) -> None:
         self.reference = reference.detach().to(torch.float64).reshape(-1).clone()
         self.directions = directions.to(torch.float64)
-        k = directions.shape[0]
-        dev = self.reference.device
         self.total = torch.zeros_like(self.reference)
-        self.zsum = torch.zeros(k, dtype=torch.float64, device=dev)
-        self.zz = torch.zeros(k, k, dtype=torch.float64, device=dev)
-        self.count = 0
+        self.moments = CoordinateMoments(directions.shape[0], self.reference.device)
 
-    def update(self, weights: torch.Tensor) -> None:
+    def update(self, weights: torch.Tensor) -> torch.Tensor:
+        """Add one snapshot (d,); returns its coordinates ``P (w_t − w_0)`` (k,)."""
         u = weights.detach().to(torch.float64).reshape(-1) - self.reference
         z = self.directions @ u
         self.total.add_(u)
-        self.zsum.add_(z)
-        self.zz.add_(torch.outer(z, z))
-        self.count += 1
+        self.moments.update(z)
+        return z
+
+    @property
+    def count(self) -> int:
+        return self.moments.count
 
     @property
     def mean(self) -> torch.Tensor:
         return self.reference + self.total / max(self.count, 1)
 
     def nbytes(self) -> int:
-        return 8 * (self.directions.numel() + 2 * self.reference.numel() + self.zz.numel())
+        return 8 * (self.directions.numel() + 2 * self.reference.numel()) + self.moments.nbytes()
 
     def covariance(self) -> Array:
-        n = self.count
-        if n < 2:
-            raise ValueError(f"the recorder holds {n} snapshot(s): expected >= 2")
-        m = self.zsum / n
-        cov = (self.zz - n * torch.outer(m, m)) / (n - 1)
-        return (0.5 * (cov + cov.T)).cpu().numpy()
+        return self.moments.covariance()
 
 
 def plateau_test(block_means: Array, block_stderrs: Array, *, z: float | None = None) -> bool:
