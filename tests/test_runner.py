@@ -110,3 +110,37 @@ def test_interpolating_single_layer_has_no_fluctuations(tmp_path):
     # round-off only: the per-sample gradients vanish at the interpolating solution
     assert np.abs(ds["weight_cov_sim"].values).max() < 1e-20
     assert np.all(ds["weight_cov_discrete"].values == 0)
+
+
+def test_cells_sharing_a_data_set_share_its_random_matrix_metrics():
+    # the KS distances to the random-matrix laws depend on the data set only: a second cell on
+    # the same data (another learning rate) reuses them, with the numbers of a fresh computation
+    from sgdfluct.runner import compute
+    from sgdfluct.runner._single import _ks_distances
+
+    def config(learning_rate):
+        return config_from_dict(
+            {
+                "data": {"n_in": 4, "n_out": 1, "n_samples": 30, "seed": 3},
+                "model": {"depth": 1},
+                "sgd": {
+                    "learning_rate": learning_rate,
+                    "batch_size": 5,
+                    "steps": 2_000,
+                    "burn_in": 200,
+                    "replicas": 2,
+                    "seed": 2,
+                },
+                "analysis": {"bootstrap": 20},
+            }
+        )
+
+    _ks_distances.cache_clear()
+    compute(config(0.02))
+    shared = compute(config(0.05)).metrics
+    assert _ks_distances.cache_info().hits == 1
+    _ks_distances.cache_clear()
+    fresh = compute(config(0.05)).metrics
+    assert _ks_distances.cache_info().hits == 0
+    assert "ks_noise_generalized_mp" in fresh
+    assert shared == fresh
