@@ -137,3 +137,24 @@ def test_claim8_measurement_is_kept_for_a_resumed_reproduction(tmp_path, monkeyp
     first = reproduce(tmp_path, scale="quick", only=["8"])
     second = reproduce(tmp_path, scale="quick", only=["8"])
     assert calls == ["quick"] and first[0].measured == second[0].measured
+
+
+def test_sweeps_share_one_pool_and_report_failed_cells_per_sweep(tmp_path, monkeypatch):
+    # a sweep with failed cells is gathered with gaps and an error text; the other is complete
+    import functools
+
+    from sgdfluct.experiments import reproduce
+    from sgdfluct.experiments._cells import failing_cell
+
+    defs = sweep_defs("smoke")
+    broken, whole = defs["single_layer_test_loss"], defs["single_layer_eta"]
+    n_fail = broken.grid["data.n_samples"][0]
+    fn = functools.partial(failing_cell, n_samples=n_fail)
+    monkeypatch.setattr(reproduce, "run_experiment_without_figures", fn)
+    results = reproduce._run([broken, whole], tmp_path, workers=2, progress=False)
+    ds, error = results[broken.name]
+    assert "cell(s) failed" in error and f"data.n_samples={n_fail}" in error
+    assert ds is not None and "missing_cells" in ds.attrs
+    ds, error = results[whole.name]
+    assert error == "" and ds is not None and "missing_cells" not in ds.attrs
+    assert (tmp_path / "sweeps" / whole.name / "sweep.nc").is_file()

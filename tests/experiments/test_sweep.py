@@ -11,14 +11,18 @@ import pytest
 import xarray as xr
 
 from sgdfluct.config import ConfigError, load_config, with_overrides
-from sgdfluct.experiments._cells import synthetic_cell, synthetic_metrics
+from sgdfluct.experiments import sweep as sweep_module
+from sgdfluct.experiments._cells import failing_cell, synthetic_cell, synthetic_metrics
 from sgdfluct.experiments.sweep import (
     SweepIncomplete,
     SweepSpec,
+    cell_cost,
     cells,
     collect_sweep,
     load_sweep,
     run_sweep,
+    run_sweeps,
+    schedule,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -318,3 +322,128 @@ def test_two_layer_cells_in_worker_processes(tmp_path: Path) -> None:
     spec = SweepSpec(base=base, grid={"sgd.learning_rate": [0.05, 0.1]})
     ds = run_sweep(spec, tmp_path, workers=2)
     assert np.isfinite(ds["layers.layer_1.rel_error_renormalized"].values).all()
+
+
+# --- scheduling: longest cells first, several sweeps on one pool ---------------------------------
+
+
+def test_schedule_puts_the_costliest_cells_first() -> None:
+    base = load_config(BASE)
+    spec = SweepSpec(
+        base=base, grid={"sgd.steps": [10_000, 40_000, 20_000], "sgd.replicas": [1, 2]}
+    )
+    tasks = [(cell, Path("out")) for cell in cells(spec)]
+    ordered = schedule(tasks)
+    costs = [cell_cost(cell.config) for cell, _ in ordered]
+    assert costs == sorted(costs, reverse=True)
+    # 40 000 x 1 and 20 000 x 2 cost the same: ties keep the grid order
+    assert [(c.config.sgd.steps, c.config.sgd.replicas) for c, _ in ordered[:3]] == [
+        (40_000, 2),
+        (40_000, 1),
+        (20_000, 2),
+    ]
+    # cost grows with the number of weights and, beyond it, with depth (the aligned analysis)
+    wide = with_overrides(base, {"data.n_in": 2 * base.data.n_in})
+    assert cell_cost(wide) == 2 * cell_cost(base)
+    deep = with_overrides(base, {"model.depth": 2, "model.hidden": base.data.n_in})
+    assert cell_cost(deep) > 2 * cell_cost(base)
+
+
+def test_local_workers_start_the_costliest_cells_first(tmp_path: Path) -> None:
+    spec = SweepSpec(base=load_config(BASE), grid={"sgd.steps": [10_000, 40_000, 20_000]})
+    log = tmp_path / "log.txt"
+    run_sweep(spec, tmp_path / "out", workers=1, cell_fn=functools.partial(synthetic_cell, log=log))
+    assert [line.split()[-1] for line in _log_lines(log)] == ["40000", "20000", "10000"]
+
+
+def test_cell_order_does_not_change_the_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = SweepSpec(
+        base=load_config(BASE),
+        grid={"data.n_samples": [20, 40], "sgd.learning_rate": [0.02, 0.05]},
+        replicates=2,
+    )
+    log = tmp_path / "log.txt"
+    forward = run_sweep(spec, tmp_path / "forward", workers=1, cell_fn=synthetic_cell)
+    monkeypatch.setattr(sweep_module, "schedule", lambda tasks: list(reversed(tasks)))
+    fn = functools.partial(synthetic_cell, log=log)
+    backward = run_sweep(spec, tmp_path / "backward", workers=1, cell_fn=fn)
+    first = cells(spec)[-1].config
+    assert _log_lines(log)[0].split()[:2] == [str(first.data.n_samples), repr(0.05)]
+    xr.testing.assert_identical(forward, backward)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _runner_available(), reason="sgdfluct.runner not available yet")
+def test_real_cells_sharing_a_data_set_give_the_same_numbers_in_any_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a learning-rate grid shares one data set: in one worker the later cells reuse its
+    # random-matrix metrics (runner/_single.py); two workers each compute them afresh
+    base = with_overrides(
+        load_config(BASE),
+        {"data.n_in": 4, "sgd.steps": 2000, "sgd.burn_in": 200, "sgd.replicas": 2},
+    )
+    spec = SweepSpec(base=base, grid={"sgd.learning_rate": [0.02, 0.05]})
+    apart = run_sweep(spec, tmp_path / "apart", workers=2)
+    monkeypatch.setattr(sweep_module, "schedule", lambda tasks: list(reversed(tasks)))
+    shared = run_sweep(spec, tmp_path / "shared", workers=1)
+    assert "ks_noise_generalized_mp" in shared
+    xr.testing.assert_identical(apart, shared)
+
+
+def _two_specs() -> tuple[SweepSpec, SweepSpec]:
+    base = load_config(BASE)
+    return (
+        SweepSpec(base=base, grid={"data.n_samples": [20, 40]}, replicates=2),
+        SweepSpec(base=base, grid={"sgd.learning_rate": [0.02, 0.05, 0.1]}),
+    )
+
+
+def test_run_sweeps_share_one_pool_and_match_separate_sweeps(tmp_path: Path) -> None:
+    first, second = _two_specs()
+    together = run_sweeps(
+        [(first, tmp_path / "a"), (second, tmp_path / "b")], workers=2, cell_fn=synthetic_cell
+    )
+    alone = [
+        run_sweep(first, tmp_path / "a_alone", workers=2, cell_fn=synthetic_cell),
+        run_sweep(second, tmp_path / "b_alone", workers=2, cell_fn=synthetic_cell),
+    ]
+    for got, expected, name in zip(together, alone, ("a", "b"), strict=True):
+        assert isinstance(got, xr.Dataset)
+        xr.testing.assert_identical(got, expected)
+        with xr.open_dataset(tmp_path / name / "sweep.nc", engine="h5netcdf") as on_disk:
+            xr.testing.assert_identical(on_disk.load(), expected)
+        assert json.loads((tmp_path / name / "cells.json").read_text())
+    # resumed: nothing to compute
+    log = tmp_path / "log.txt"
+    fn = functools.partial(synthetic_cell, log=log)
+    run_sweeps([(first, tmp_path / "a"), (second, tmp_path / "b")], workers=1, cell_fn=fn)
+    assert _log_lines(log) == []
+
+
+def test_run_sweeps_reports_failures_per_sweep(tmp_path: Path) -> None:
+    first, second = _two_specs()
+    # fails only the n_samples = 40 cells of the first sweep
+    fn = functools.partial(failing_cell, n_samples=40)
+    outcomes = run_sweeps(
+        [(first, tmp_path / "a"), (second, tmp_path / "b")], workers=2, cell_fn=fn
+    )
+    assert isinstance(outcomes[0], SweepIncomplete)
+    assert outcomes[0].n_done == 2 and outcomes[0].n_total == 4
+    assert sorted(outcomes[0].failures) == sorted(outcomes[0].missing)
+    assert all(i.startswith("data.n_samples=40") for i in outcomes[0].missing)
+    assert isinstance(outcomes[1], xr.Dataset)
+    assert (tmp_path / "b" / "sweep.nc").is_file() and not (tmp_path / "a" / "sweep.nc").exists()
+    with pytest.raises(ConfigError, match="same folder"):
+        run_sweeps([(first, tmp_path / "a"), (second, tmp_path / "a")], cell_fn=synthetic_cell)
+
+
+def test_interrupted_sweeps_are_counted_together() -> None:
+    first = SweepIncomplete(n_done=1, n_total=3, missing=["x", "y"], failures={}, interrupted=True)
+    second = SweepIncomplete(n_done=2, n_total=2, missing=[], failures={}, interrupted=True)
+    merged = sweep_module._merged([first, second], ["a", "b"])
+    assert (merged.n_done, merged.n_total, merged.interrupted) == (3, 5, True)
+    assert merged.missing == ("a/x", "a/y")
+    assert sweep_module._merged([first], ["a"]) is first

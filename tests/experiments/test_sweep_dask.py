@@ -64,6 +64,21 @@ def test_dask_killed_worker_is_rescheduled(tmp_path: Path, cluster) -> None:  # 
     xr.testing.assert_identical(got, reference)
 
 
+def test_dask_starts_the_costliest_cells_first(tmp_path: Path) -> None:
+    spec = SweepSpec(base=load_config(BASE), grid={"sgd.steps": [10_000, 40_000, 20_000]})
+    log = tmp_path / "log.txt"
+    fn = functools.partial(synthetic_cell, log=log)
+    with distributed.LocalCluster(
+        n_workers=1, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+    ) as one_worker:
+        run_sweep(spec, tmp_path / "out", scheduler=one_worker.scheduler_address, cell_fn=fn)
+    assert [line.split()[-1] for line in log.read_text().splitlines()] == [
+        "40000",
+        "20000",
+        "10000",
+    ]
+
+
 def test_unreachable_scheduler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sgdfluct.experiments import _executors
 

@@ -19,7 +19,7 @@ from sgdfluct.data import make_dataset
 from sgdfluct.io import atomic_write_json, atomic_write_text
 from sgdfluct.networks import least_squares
 
-__all__ = ["dying_cell", "synthetic_cell", "synthetic_metrics"]
+__all__ = ["dying_cell", "failing_cell", "synthetic_cell", "synthetic_metrics"]
 
 
 def synthetic_metrics(config: ExperimentConfig) -> dict[str, Any]:
@@ -49,14 +49,15 @@ def synthetic_cell(
     """Write ``config.toml`` and ``summary.json`` into ``cell_dir``; return the metrics.
 
     ``sleep`` (seconds) simulates a slow cell; ``log``, if given, gets one line per call (the
-    cell's ``data.n_samples``, ``sgd.learning_rate`` and seeds) so tests can count computations.
+    cell's ``data.n_samples``, ``sgd.learning_rate``, seeds and ``sgd.steps``) so tests can count
+    computations and see their order.
     """
     cell_dir = Path(cell_dir)
     if log is not None:
         with open(log, "a") as fh:
             fh.write(
                 f"{config.data.n_samples} {config.sgd.learning_rate!r} "
-                f"{config.data.seed} {config.sgd.seed}\n"
+                f"{config.data.seed} {config.sgd.seed} {config.sgd.steps}\n"
             )
     if sleep > 0:
         time.sleep(sleep)
@@ -77,4 +78,12 @@ def dying_cell(
     if config.data.n_samples == n_samples and not Path(marker).exists():
         Path(marker).touch()
         os.kill(os.getpid(), signal.SIGKILL)
+    return synthetic_cell(config, cell_dir)
+
+
+def failing_cell(config: ExperimentConfig, cell_dir: Path, *, n_samples: int) -> dict[str, Any]:
+    """Like :func:`synthetic_cell`, but raises for the cells with ``data.n_samples == n_samples``
+    (every time): a failure confined to some cells of a sweep."""
+    if config.data.n_samples == n_samples:
+        raise RuntimeError(f"failing_cell: n_samples = {n_samples}")
     return synthetic_cell(config, cell_dir)

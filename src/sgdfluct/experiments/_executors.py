@@ -1,8 +1,10 @@
 """Execution back-ends of :func:`sgdfluct.experiments.sweep.run_sweep`: local processes and Dask.
 
-Both take the cells still to compute and return ``{cell_id: error message}`` for the cells that
-failed; a cell is done when :func:`~sgdfluct.experiments.sweep.run_cell` has renamed its folder into
-place. ``KeyboardInterrupt`` propagates after the outstanding work is cancelled.
+Both take the tasks still to compute, ``(cell, sweep folder)`` pairs in the order they should
+start (:func:`~sgdfluct.experiments.sweep.schedule`: longest first; the tasks may belong to several
+sweeps), and return ``{(sweep folder, cell_id): error message}`` for the cells that failed; a cell
+is done when :func:`~sgdfluct.experiments.sweep.run_cell` has renamed its folder into place.
+``KeyboardInterrupt`` propagates after the outstanding work is cancelled.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sgdfluct.config import ConfigError
 
 if TYPE_CHECKING:
     from sgdfluct.experiments.sweep import Cell, CellFn
 
-__all__ = ["run_dask", "run_local"]
+__all__ = ["Task", "run_dask", "run_local"]
+
+Task: TypeAlias = tuple["Cell", Path]
+"""One cell to compute and the (absolute) folder of its sweep."""
 
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 _KILLED = "its worker process died (killed or crashed)"
@@ -111,20 +116,19 @@ def _stop_workers(executor: ProcessPoolExecutor) -> None:
 
 def run_local(
     cell_fn: CellFn,
-    todo: Sequence[Cell],
-    out_dir: Path,
+    todo: Sequence[Task],
     workers: int,
     retries: int,
     on_done: Callable[[int], Any],
-) -> dict[str, str]:
-    """Run cells on a local process pool; restart it up to ``retries`` times if a worker dies."""
+) -> dict[tuple[Path, str], str]:
+    """Run cells on a local process pool in the order given (the pool takes its tasks first in,
+    first out); restart it up to ``retries`` times if a worker dies."""
     from sgdfluct.experiments.sweep import run_cell
 
-    out_dir = out_dir.resolve()
     # one BLAS/OpenMP thread per worker, whatever the number of workers: results are then
     # bit-identical for any ``workers`` (and match Dask workers, whose nannies also pin 1 thread)
     threads = 1
-    failures: dict[str, str] = {}
+    failures: dict[tuple[Path, str], str] = {}
     pending = list(todo)
     attempt = 0
     while pending:
@@ -134,28 +138,29 @@ def run_local(
             initializer=_init_worker,
             initargs=(threads, os.getpid()),
         )
-        lost: list[Cell] = []
+        lost: list[Task] = []
         try:
-            futures: dict[Future[str], Cell] = {
-                executor.submit(run_cell, cell_fn, cell, out_dir): cell for cell in pending
+            futures: dict[Future[str], Task] = {
+                executor.submit(run_cell, cell_fn, *task): task for task in pending
             }
             remaining = set(futures)
             while remaining:
                 done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
                 for future in done:
-                    cell = futures[future]
+                    cell, out_dir = task = futures[future]
+                    key = (out_dir, cell.cell_id)
                     try:
                         future.result()
                     except BrokenProcessPool:
                         if (out_dir / "cells" / cell.cell_id).is_dir():
                             on_done(1)  # finished just before the pool broke
                         else:
-                            lost.append(cell)
-                            failures[cell.cell_id] = _KILLED
+                            lost.append(task)
+                            failures[key] = _KILLED
                     except Exception as exc:
-                        failures[cell.cell_id] = f"{type(exc).__name__}: {exc}"
+                        failures[key] = f"{type(exc).__name__}: {exc}"
                     else:
-                        failures.pop(cell.cell_id, None)
+                        failures.pop(key, None)
                         on_done(1)
         except BaseException:
             _stop_workers(executor)
@@ -170,15 +175,15 @@ def run_local(
 
 def run_dask(
     cell_fn: CellFn,
-    todo: Sequence[Cell],
-    out_dir: Path,
+    todo: Sequence[Task],
     scheduler: Any,
     retries: int,
     on_done: Callable[[int], Any],
-) -> dict[str, str]:
+) -> dict[tuple[Path, str], str]:
     """Run cells on a Dask cluster (address string or ``distributed.Client``).
 
-    ``out_dir`` must be on a file system the workers share with this process.
+    The sweep folders must be on a file system the workers share with this process. The order of
+    ``todo`` is passed on as Dask task priorities (the first task has the highest).
     """
     try:
         from distributed import Client, as_completed
@@ -188,7 +193,6 @@ def run_dask(
         ) from exc
     from sgdfluct.experiments.sweep import run_cell
 
-    out_dir = out_dir.resolve()
     own_client = isinstance(scheduler, str)
     if own_client:
         try:
@@ -201,19 +205,23 @@ def run_dask(
         raise ConfigError(
             f"scheduler = {scheduler!r}: expected an address 'tcp://host:port' or a Client"
         )
-    failures: dict[str, str] = {}
+    failures: dict[tuple[Path, str], str] = {}
     futures: list[Any] = []
     try:
-        task = functools.partial(run_cell, cell_fn, out_dir=out_dir)
-        futures = client.map(task, list(todo), pure=False, retries=retries)
-        by_key = {f.key: cell for f, cell in zip(futures, todo, strict=True)}
+        task = functools.partial(run_cell, cell_fn)
+        futures = [
+            client.submit(task, cell, out_dir, pure=False, retries=retries, priority=-rank)
+            for rank, (cell, out_dir) in enumerate(todo)
+        ]
+        by_key = {
+            f.key: (out_dir, cell.cell_id) for f, (cell, out_dir) in zip(futures, todo, strict=True)
+        }
         for future in as_completed(futures, loop=client.loop):
-            cell = by_key[future.key]
             if future.status == "finished":
                 on_done(1)
             else:
                 error = future.exception()
-                failures[cell.cell_id] = f"{type(error).__name__}: {error}"
+                failures[by_key[future.key]] = f"{type(error).__name__}: {error}"
     except BaseException:
         if futures:
             client.cancel(futures)

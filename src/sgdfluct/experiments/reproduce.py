@@ -1,8 +1,10 @@
 """``sgdfluct reproduce``: run every claim's sweep, measure, decide, and write the report.
 
 The claims and their sweeps are declared in :mod:`sgdfluct.experiments.claims`; this module only
-drives them. Sweeps run through :func:`~sgdfluct.experiments.sweep.run_sweep`, so an interrupted
-reproduction resumes where it stopped (finished cells under ``DIR/sweeps/<name>/cells/`` are kept).
+drives them. The sweeps run together through :func:`~sgdfluct.experiments.sweep.run_sweeps` (one
+pool of workers, longest cells first across all sweeps, each sweep in its own folder as
+:func:`~sgdfluct.experiments.sweep.run_sweep` leaves it), so an interrupted reproduction resumes
+where it stopped (finished cells under ``DIR/sweeps/<name>/cells/`` are kept).
 """
 
 from __future__ import annotations
@@ -52,24 +54,29 @@ def _spec(sweep: SweepDef) -> Any:
 
 
 def _run(
-    sweep: SweepDef, folder: Path, workers: int | None, progress: bool
-) -> tuple[xr.Dataset | None, str]:
-    """Run one sweep; return its metrics (None if nothing finished) and an error text."""
-    from sgdfluct.experiments.sweep import SweepIncomplete, collect_sweep, run_sweep
+    sweeps: Sequence[SweepDef], out: Path, workers: int | None, progress: bool
+) -> dict[str, tuple[xr.Dataset | None, str]]:
+    """Run the sweeps on one pool of workers (longest cells first, across sweeps); return each
+    one's metrics and an error text (cells that failed: the finished ones are gathered)."""
+    from sgdfluct.experiments.sweep import SweepIncomplete, collect_sweep, run_sweeps
 
-    spec = _spec(sweep)
-    error = ""
-    try:
-        ds = run_sweep(
-            spec, folder, workers=workers, progress=progress, cell_fn=run_experiment_without_figures
-        )
-    except SweepIncomplete as exc:
-        if exc.interrupted:
-            raise
-        error = str(exc)
-        ds = collect_sweep(spec, folder, allow_missing=True)
-    ds.attrs["n_in"] = spec.base.data.n_in
-    return ds, error
+    specs = [_spec(sweep) for sweep in sweeps]
+    folders = [out / "sweeps" / sweep.name for sweep in sweeps]
+    outcomes = run_sweeps(
+        list(zip(specs, folders, strict=True)),
+        workers=workers,
+        progress=progress,
+        cell_fn=run_experiment_without_figures,
+    )
+    results: dict[str, tuple[xr.Dataset | None, str]] = {}
+    for sweep, spec, folder, outcome in zip(sweeps, specs, folders, outcomes, strict=True):
+        error = ""
+        if isinstance(outcome, SweepIncomplete):
+            error = str(outcome)
+            outcome = collect_sweep(spec, folder, allow_missing=True)
+        outcome.attrs["n_in"] = spec.base.data.n_in
+        results[sweep.name] = (outcome, error)
+    return results
 
 
 def _claim_result(
@@ -273,9 +280,8 @@ def reproduce(
     if not claims and not with_probe:
         raise ConfigError(f"--only {list(only or [])} matches no claim id: {claim_ids()}")
     defs = sweep_defs(scale)
-    results: dict[str, tuple[xr.Dataset | None, str]] = {}
-    for name in dict.fromkeys(c.sweep for c in claims):
-        results[name] = _run(defs[name], out / "sweeps" / name, workers, progress)
+    names = dict.fromkeys(c.sweep for c in claims)
+    results = _run([defs[name] for name in names], out, workers, progress)
     claim_results = [
         _claim_result(c, *results[c.sweep], figures_dir=out / "figures") for c in claims
     ]

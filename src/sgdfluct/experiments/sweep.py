@@ -46,6 +46,7 @@ number of workers or on the scheduler.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -71,6 +72,7 @@ from sgdfluct.config import (
     read_toml,
     with_overrides,
 )
+from sgdfluct.experiments import _executors
 from sgdfluct.io import (
     apply_umask,
     atomic_write_dataset,
@@ -85,10 +87,13 @@ __all__ = [
     "CellFn",
     "SweepIncomplete",
     "SweepSpec",
+    "cell_cost",
     "cells",
     "collect_sweep",
     "load_sweep",
     "run_sweep",
+    "run_sweeps",
+    "schedule",
 ]
 
 CellFn = Callable[[ExperimentConfig, Path], Mapping[str, Any]]
@@ -596,6 +601,45 @@ def run_cell(cell_fn: CellFn, cell: Cell, out_dir: Path) -> str:
     return cell.cell_id
 
 
+#: cost of a depth >= 2 cell per parameter-step, relative to depth 1, per extra layer: the
+#: aligned window measurement, saturation gate and layer-wise theories of docs/theory.md §8a grow
+#: faster than the simulation (measured on the quick reproduction: about 2.8e-8 s per
+#: replica-step-parameter at depth 1, 1-2e-7 at depth 2, 2.8e-7 at depth 3)
+DEEP_ANALYSIS_FACTOR = 4.0
+
+
+def cell_cost(config: ExperimentConfig) -> float:
+    """Estimated relative cost of computing one cell: used only to order cells, longest first.
+
+    ``steps × replicas × d × DEEP_ANALYSIS_FACTOR ** (depth - 1)``, with ``d`` the number of
+    weights. A deterministic function of the config (never a measurement), so the order, like
+    the results, is the same on every machine; it only needs to rank cells roughly (a depth-3
+    cell of the quick reproduction takes ~100 s, a depth-2 one ~30 s, a single-layer one ~1 s).
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+
+    Returns
+    -------
+    float
+        Arbitrary units; larger runs longer.
+    """
+    d = sum(rows * cols for rows, cols in config.layer_shapes())
+    s = config.sgd
+    return float(s.steps) * s.replicas * d * DEEP_ANALYSIS_FACTOR ** (config.model.depth - 1)
+
+
+def schedule(tasks: Sequence[_executors.Task]) -> list[_executors.Task]:
+    """``(cell, folder)`` tasks in the order they start: largest :func:`cell_cost` first.
+
+    Longest-first keeps every worker busy to the end (a long cell started last would leave the
+    others idle); ties keep their given (grid) order. Results do not depend on the order: every
+    cell has its own seeds and folder.
+    """
+    return sorted(tasks, key=lambda task: -cell_cost(task[0].config))
+
+
 def run_sweep(
     spec: SweepSpec,
     out_dir: str | Path,
@@ -608,6 +652,8 @@ def run_sweep(
     overwrite: bool = False,
 ) -> xr.Dataset:
     """Run the missing cells of a sweep and write ``out_dir/sweep.nc``.
+
+    Cells start longest first (:func:`schedule`); the order changes no number.
 
     Parameters
     ----------
@@ -652,80 +698,170 @@ def run_sweep(
         Another process writes ``out_dir`` (a lock), it holds something else, or it cannot be
         written; checked before any cell runs.
     """
-    out_dir = Path(out_dir)
+    (outcome,) = run_sweeps(
+        [(spec, out_dir)],
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        cell_fn=cell_fn,
+        retries=retries,
+        overwrite=overwrite,
+    )
+    if isinstance(outcome, SweepIncomplete):
+        raise outcome
+    return outcome
+
+
+def run_sweeps(
+    jobs: Sequence[tuple[SweepSpec, str | Path]],
+    *,
+    workers: int | None = None,
+    scheduler: str | Any | None = None,
+    progress: bool = False,
+    cell_fn: CellFn | None = None,
+    retries: int = 1,
+    overwrite: bool = False,
+) -> list[xr.Dataset | SweepIncomplete]:
+    """Run several sweeps on one pool of workers: :func:`run_sweep` for each ``(spec, folder)``.
+
+    Every folder is locked, prepared and checked (with its ``cells.json``) before any cell runs;
+    then the missing cells of all sweeps share one executor in one longest-first order
+    (:func:`schedule`), so no worker idles while another sweep still has cells; last, each sweep
+    is gathered into its ``sweep.nc``. Each folder ends as if :func:`run_sweep` had run on it.
+
+    Parameters
+    ----------
+    jobs : sequence of (SweepSpec, path)
+        The sweeps and their output folders (distinct).
+    workers, scheduler, progress, cell_fn, retries, overwrite
+        As :func:`run_sweep`, for every sweep.
+
+    Returns
+    -------
+    list
+        Per job, in order: its gathered Dataset, or the :class:`SweepIncomplete` it would have
+        raised (cells failed; the other sweeps are still gathered).
+
+    Raises
+    ------
+    SweepIncomplete
+        Ctrl-C (``interrupted=True``), counted over all sweeps (with several sweeps, ``missing``
+        names ``<folder name>/<cell id>``); finished cells stay.
+    ConfigError, OutputError
+        As :func:`run_sweep`, for any of the folders, before any cell runs.
+    """
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
     ):
         raise ConfigError(f"workers = {workers!r} is out of range: expected an integer >= 1")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"retries = {retries!r} is out of range: expected an integer >= 0")
+    folders = [Path(out_dir) for _, out_dir in jobs]
+    if len({folder.resolve() for folder in folders}) != len(folders):
+        raise ConfigError(f"two sweeps write the same folder: {[str(f) for f in folders]}")
     if cell_fn is None:
         try:
             import sgdfluct.runner  # noqa: F401
         except ImportError as exc:
             raise ConfigError(f"the default cell function needs sgdfluct.runner: {exc}") from exc
         cell_fn = default_cell_fn
-    with folder_lock(out_dir) as locked:
-        prepare_output_dir(locked, kind="sweep", overwrite=overwrite)
-        return _run_locked(spec, locked, workers, scheduler, progress, cell_fn, retries)
+    with contextlib.ExitStack() as stack:
+        locked = [stack.enter_context(folder_lock(folder)) for folder in folders]
+        for folder in locked:
+            prepare_output_dir(folder, kind="sweep", overwrite=overwrite)
+        specs = [spec for spec, _ in jobs]
+        return _run_locked(
+            list(zip(specs, locked, strict=True)), workers, scheduler, progress, cell_fn, retries
+        )
 
 
 def _run_locked(
-    spec: SweepSpec,
-    out_dir: Path,
+    jobs: list[tuple[SweepSpec, Path]],
     workers: int | None,
     scheduler: str | Any | None,
     progress: bool,
     cell_fn: CellFn,
     retries: int,
-) -> xr.Dataset:
-    """:func:`run_sweep` once ``out_dir`` is locked and known to hold this sweep (or nothing)."""
-    from sgdfluct.experiments import _executors
+) -> list[xr.Dataset | SweepIncomplete]:
+    """:func:`run_sweeps` once every folder is locked and known to hold its sweep (or nothing)."""
+    all_cells = [cells(spec) for spec, _ in jobs]
+    todo: list[_executors.Task] = []
+    for (_, out_dir), sweep_cells in zip(jobs, all_cells, strict=True):
+        _remove_stale_temporaries(out_dir)
+        # every check first: a rejected re-run (changed base config) leaves the folder untouched
+        todo.extend((c, out_dir.resolve()) for c in sweep_cells if not _is_done(c, out_dir))
+    for (_, out_dir), sweep_cells in zip(jobs, all_cells, strict=True):
+        atomic_write_json(out_dir / "cells.json", [c.describe() for c in sweep_cells])
 
-    all_cells = cells(spec)
-    _remove_stale_temporaries(out_dir)
-    # every check first: a rejected re-run (changed base config) leaves the folder untouched
-    todo = [c for c in all_cells if not _is_done(c, out_dir)]
-    atomic_write_json(out_dir / "cells.json", [c.describe() for c in all_cells])
-
-    failures: dict[str, str] = {}
+    failures: dict[tuple[Path, str], str] = {}
     interrupted = False
     if todo:
         from tqdm.auto import tqdm
 
+        n_total = sum(len(c) for c in all_cells)
         bar = tqdm(
-            total=len(all_cells),
-            initial=len(all_cells) - len(todo),
+            total=n_total,
+            initial=n_total - len(todo),
             unit="cell",
-            desc="sweep",
+            desc="sweep" if len(jobs) == 1 else f"{len(jobs)} sweeps",
             disable=not progress,
         )
         try:
             if scheduler is not None:
                 failures = _executors.run_dask(
-                    cell_fn, todo, out_dir, scheduler, retries, bar.update
+                    cell_fn, schedule(todo), scheduler, retries, bar.update
                 )
             else:
                 n_workers = workers or os.cpu_count() or 1
                 failures = _executors.run_local(
-                    cell_fn, todo, out_dir, n_workers, retries, bar.update
+                    cell_fn, schedule(todo), n_workers, retries, bar.update
                 )
         except KeyboardInterrupt:
             interrupted = True
             if scheduler is None:  # our worker processes are stopped: their folders are litter
-                _remove_stale_temporaries(out_dir)
+                for _, out_dir in jobs:
+                    _remove_stale_temporaries(out_dir)
         finally:
             bar.close()
 
-    missing = [c.cell_id for c in all_cells if not (_cells_dir(out_dir) / c.cell_id).is_dir()]
-    if missing or interrupted:
-        raise SweepIncomplete(
-            n_done=len(all_cells) - len(missing),
-            n_total=len(all_cells),
-            missing=missing,
-            failures={k: v for k, v in failures.items() if k in missing},
-            interrupted=interrupted,
-        )
-    dataset = collect_sweep(spec, out_dir)
-    atomic_write_dataset(out_dir / "sweep.nc", dataset)
-    return dataset
+    outcomes: list[xr.Dataset | SweepIncomplete] = []
+    for (spec, out_dir), sweep_cells in zip(jobs, all_cells, strict=True):
+        missing = [c.cell_id for c in sweep_cells if not (_cells_dir(out_dir) / c.cell_id).is_dir()]
+        if missing or interrupted:
+            key = out_dir.resolve()
+            outcomes.append(
+                SweepIncomplete(
+                    n_done=len(sweep_cells) - len(missing),
+                    n_total=len(sweep_cells),
+                    missing=missing,
+                    failures={i: failures[(key, i)] for i in missing if (key, i) in failures},
+                    interrupted=interrupted,
+                )
+            )
+            continue
+        dataset = collect_sweep(spec, out_dir)
+        atomic_write_dataset(out_dir / "sweep.nc", dataset)
+        outcomes.append(dataset)
+    if interrupted:
+        raise _merged(outcomes, [out_dir.name for _, out_dir in jobs])
+    return outcomes
+
+
+def _merged(
+    outcomes: Sequence[xr.Dataset | SweepIncomplete], names: Sequence[str]
+) -> SweepIncomplete:
+    """One interrupted :class:`SweepIncomplete` counting every sweep (itself for one sweep)."""
+    if len(outcomes) == 1 and isinstance(outcomes[0], SweepIncomplete):
+        return outcomes[0]
+    n_done = n_total = 0
+    missing: list[str] = []
+    failures: dict[str, str] = {}
+    for outcome, name in zip(outcomes, names, strict=True):
+        if isinstance(outcome, SweepIncomplete):
+            n_done += outcome.n_done
+            n_total += outcome.n_total
+            missing.extend(f"{name}/{i}" for i in outcome.missing)
+            failures.update({f"{name}/{i}": e for i, e in outcome.failures.items()})
+    return SweepIncomplete(
+        n_done=n_done, n_total=n_total, missing=missing, failures=failures, interrupted=True
+    )
