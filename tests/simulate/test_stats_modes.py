@@ -108,6 +108,11 @@ def test_subspace_sketch_is_exact_for_low_rank_covariance(rng: np.random.Generat
     np.testing.assert_allclose(sub.mean, full.mean, rtol=0, atol=1e-13)
     np.testing.assert_allclose(sub.mean_stderr, full.mean_stderr, rtol=STDERR_RTOL, atol=1e-16)
     np.testing.assert_allclose(sub.replica_means, full.replica_means, rtol=0, atol=1e-13)
+    # rank 0: no sketch, the same mean and standard error
+    bare = simulate(x, y, [(1, 8)], theta0, statistics="subspace", subspace_rank=0, **kw)  # type: ignore[arg-type]
+    assert bare.subspace is None and bare.cov is None
+    np.testing.assert_allclose(bare.mean, sub.mean, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(bare.mean_stderr, sub.mean_stderr, rtol=1e-12, atol=1e-16)
 
 
 def test_auto_switches_to_subspace_above_the_budget_visibly(

@@ -79,6 +79,9 @@ class SaturationGate:
     drift_free : bool
     reasons : list of str
         Why the run did not saturate (empty when it did).
+    imbalance_values, gram_values : (R, T, L-1, N_h) arrays
+        The eigenvalues the detectors ran on (:func:`imbalance_eigenvalues`,
+        :func:`hidden_gram_eigenvalues`), kept for the caller's other uses.
     """
 
     saturated: bool
@@ -91,6 +94,8 @@ class SaturationGate:
     drift: dict[str, Any]
     drift_free: bool
     reasons: list[str] = field(default_factory=list)
+    imbalance_values: Array | None = field(default=None, repr=False)
+    gram_values: Array | None = field(default=None, repr=False)
 
     def to_summary(self) -> dict[str, Any]:
         """The ``summary.json`` block ``saturation``."""
@@ -330,4 +335,6 @@ def saturation_gate(
         drift=drift,
         drift_free=drift_free,
         reasons=reasons,
+        imbalance_values=imb,
+        gram_values=gram,
     )

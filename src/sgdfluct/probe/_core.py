@@ -765,7 +765,10 @@ class FluctuationProbe:
                 )
         w_all = torch.cat([_flat(params, lay) for lay in self.layers])
         if self.directions == "hessian":
-            big_k = sum(int(r.directions.shape[0]) for r in self._recorders.values())  # type: ignore[union-attr]
+            big_k = 0
+            for rec in self._recorders.values():
+                assert isinstance(rec, SubspaceMoments)  # directions = "hessian" records these
+                big_k += int(rec.directions.shape[0])
             self._joint = CoordinateMoments(big_k, w_all.device)
         elif w_all.numel() <= self.sketch_size:
             self._joint = NystromSketch(w_all, self.sketch_size, self._gen)  # exact: no draws

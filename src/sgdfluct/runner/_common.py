@@ -56,6 +56,11 @@ def _simulate(
         return done
     folder = resume_dir()
     resume: dict[str, Any] = {}
+    # depth >= 2 measures from the stored trajectory (windows, docs/theory.md §8a) and never
+    # reads the run-long moments: keep only the mean and its standard error there
+    stats: dict[str, Any] = (
+        {} if len(shapes) == 1 else {"statistics": "subspace", "subspace_rank": 0}
+    )
     if folder is not None:
         resume = {"checkpoint": folder / f"{stage}.ckpt", "checkpoint_every": checkpoint_interval()}
     result = simulate(
@@ -76,10 +81,7 @@ def _simulate(
         engine=s.engine,
         device=s.device,
         dtype=s.dtype,
-        # depth >= 2 measures from the stored trajectory (windows, docs/theory.md §8a) and never
-        # reads the
-        # run-long d x d moments: keep only the O(d k) subspace statistics there
-        statistics="auto" if len(shapes) == 1 else "subspace",
+        **stats,
         **resume,
     )
     save_stage(stage, result)

@@ -226,7 +226,9 @@ def _deep(
     summary["null_space_constructed"] = _null_space_block(
         networks.balanced_minimum(x, y, shapes), shapes, x, y, "balanced minimum (constructed)"
     )
-    imbalance = imbalance_eigenvalues(sim.trajectory, shapes)  # (R, T, L - 1, N_h)
+    imbalance = gate.imbalance_values  # (R, T, L - 1, N_h)
+    if imbalance is None:  # pragma: no cover - the gate always keeps them
+        imbalance = imbalance_eigenvalues(sim.trajectory, shapes)
     summary.update(_equilibrium_metrics(config, data, shapes, imbalance, gate))
 
     ivfr_rng = np.random.default_rng(np.random.SeedSequence([s.seed, config.data.seed, 13]))
@@ -239,7 +241,9 @@ def _deep(
     summary["ivfr_theory"] = _ivfr_block(ivfr_theory)
     if single is not None:
         summary["ivfr_single_layer_same_data"] = _ivfr_block(_IVFR(results={1: single}, skipped={}))
-    gram_traj = hidden_gram_eigenvalues(sim.trajectory, shapes)  # (R, T, L - 1, N_h)
+    gram_traj = gate.gram_values  # (R, T, L - 1, N_h)
+    if gram_traj is None:  # pragma: no cover - the gate always keeps them
+        gram_traj = hidden_gram_eigenvalues(sim.trajectory, shapes)
     final_gram = gram_traj[:, -1].mean(axis=0)
     summary["dead_hidden_units"] = int(
         np.sum(final_gram < DEAD_UNIT_RTOL * final_gram.max(axis=-1, keepdims=True))

@@ -314,7 +314,8 @@ def simulate(
         covariance only, in O(d k) memory. ``"auto"``: full unless it needs more than
         ``STATS_BYTES`` (4 GiB), then subspace with a warning (``result.subspace.note``).
     subspace_rank : int
-        k of the subspace statistics.
+        k of the subspace statistics (0: no covariance sketch, only the mean and its standard
+        error; ``subspace`` is then None).
     chunk_steps : int
         Steps per kernel call (results do not depend on it; for tests and tuning).
     checkpoint : path or None
@@ -370,6 +371,7 @@ def simulate(
     n_batches = _check_int("n_batches", n_batches, 1)
     batch_size = _check_int("batch_size", batch_size, 1)
     chunk_steps = _check_int("chunk_steps", chunk_steps, 1)
+    subspace_rank = _check_int("subspace_rank", subspace_rank, 0)
     if not (np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
     if burn_in >= steps:

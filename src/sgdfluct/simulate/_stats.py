@@ -498,7 +498,8 @@ class SubspaceStatistics:
 
 
 class SubspaceMoments:
-    """Mean, its batch-means standard error and a top-k covariance sketch in O(d k) memory.
+    """Mean, its batch-means standard error and a top-k covariance sketch in O(d k) memory
+    (``rank = 0``: no sketch, the mean and its standard error only).
 
     The sketch ``Y = C Omega`` (``Omega`` a fixed Gaussian d x k test matrix, seed 0) is
     accumulated as ``sum_k v_k (v_k^T Omega)``, O(d k) per record; the result is the Nystrom
@@ -529,15 +530,17 @@ class SubspaceMoments:
         """Add records (R, n, d); ``theta_next`` is not used (no lag-1 statistics here)."""
         n = theta_k.shape[1]
         v = theta_k - self.ref
-        vf = v.reshape(-1, self.d)
-        from threadpoolctl import threadpool_limits
+        if self.k:
+            vf = v.reshape(-1, self.d)
+            from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(1, user_api="blas"):  # thin products: threads only contend
-            self.sketch += vf.T @ (vf @ self.omega)
+            with threadpool_limits(1, user_api="blas"):  # thin products: threads only contend
+                self.sketch += vf.T @ (vf @ self.omega)
         rec = self.count + np.arange(n)
         batch = np.searchsorted(self.bounds, rec, side="right") - 1
         for b in np.unique(batch):
-            self.batch_sums[:, b] += v[:, batch == b].sum(axis=1)
+            lo, hi = np.searchsorted(batch, [b, b + 1])  # records are consecutive
+            self.batch_sums[:, b] += v[:, lo:hi].sum(axis=1)
         self.count += n
 
     def result(self) -> SubspaceResultMoments:
@@ -551,6 +554,11 @@ class SubspaceMoments:
         m = self.batch_sums.sum(axis=(0, 1)) / n_tot
         k_b = a.shape[0]
         mean_se = np.sqrt(((a - a.mean(axis=0)) ** 2).sum(axis=0) / (k_b - 1.0) / k_b)
+        replica_means = self.ref + self.batch_sums.sum(axis=1) / self.n_records
+        if self.k == 0:  # rank 0: the mean and its standard error only
+            return SubspaceResultMoments(
+                mean=self.ref + m, mean_stderr=mean_se, replica_means=replica_means, subspace=None
+            )
         # single-threaded: thin (d x k) products and factorizations, where BLAS/LAPACK threads
         # only contend (5-20x slower on the shared 2-core machine)
         from threadpoolctl import threadpool_limits
@@ -569,7 +577,7 @@ class SubspaceMoments:
         return SubspaceResultMoments(
             mean=self.ref + m,
             mean_stderr=mean_se,
-            replica_means=self.ref + self.batch_sums.sum(axis=1) / self.n_records,
+            replica_means=replica_means,
             subspace=SubspaceStatistics(basis=u, eigenvalues=lam, rank=self.k, note=self.note),
         )
 
@@ -581,7 +589,7 @@ class SubspaceResultMoments:
     mean: Array
     mean_stderr: Array
     replica_means: Array
-    subspace: SubspaceStatistics
+    subspace: SubspaceStatistics | None
     cov: None = None
     cov_stderr: None = None
     lag1: None = None
