@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-__all__ = ["eigvalsh_desc", "procrustes_rotation"]
+__all__ = ["eigvalsh_desc", "procrustes_rotation", "symmetrize_from_lower"]
 
 Array = NDArray[np.float64]
 
@@ -223,3 +223,19 @@ def eigvalsh_desc(a: Array) -> Array:
     out = np.empty((flat.shape[0], k))
     _eigvalsh_batch(flat, out)
     return out.reshape(*a.shape[:-1])
+
+
+@njit(cache=True)
+def _mirror_lower(a: Array) -> None:  # pragma: no cover - compiled
+    n = a.shape[0]
+    for i in range(n):
+        for j in range(i):
+            a[j, i] = a[i, j]
+
+
+def symmetrize_from_lower(a: Array) -> None:
+    """Make the C-contiguous square ``a`` symmetric in place from its lower triangle (one pass
+    over half the matrix; ``a[j, i] = a[i, j]`` for ``j < i``)."""
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or not a.flags.c_contiguous:
+        raise ValueError(f"expected a C-contiguous square matrix, got shape {a.shape}")
+    _mirror_lower(a)

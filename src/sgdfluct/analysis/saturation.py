@@ -130,8 +130,9 @@ def snapshot_losses(trajectory: Array, shapes: Shapes, inputs: Array, targets: A
     m = traj[..., sl[0]].reshape(*lead, *shapes[0])
     for s, shape in zip(sl[1:], shapes[1:], strict=True):
         m = traj[..., s].reshape(*lead, *shape) @ m
-    quad = np.einsum("...ij,jk,...ik->...", m, hx, m)
-    lin = np.einsum("...ij,ij->...", m, bxy)
+    mh = (m.reshape(-1, m.shape[-1]) @ hx).reshape(m.shape)  # one GEMM over all snapshots
+    quad = np.sum(mh * m, axis=(-2, -1))  # tr(M H_x M^T)
+    lin = np.sum(m * bxy, axis=(-2, -1))
     return np.asarray(0.5 * quad - lin + 0.5 * c)
 
 

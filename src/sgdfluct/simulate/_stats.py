@@ -39,6 +39,14 @@ def _gemm_acc(c: Array, a: Array, b: Array) -> None:
         c[...] = out.T
 
 
+def _mirror_upper(a: Array) -> Array:
+    """Copy the upper triangle of the Fortran-ordered square ``a`` onto its lower one, in place."""
+    from sgdfluct._smallmat import symmetrize_from_lower
+
+    symmetrize_from_lower(a.T)  # the transpose is C-contiguous; its lower triangle is a's upper
+    return a
+
+
 def batch_bounds(n_records: int, n_batches: int) -> NDArray[np.int64]:
     """Record boundaries of ``n_batches`` contiguous batches (sizes differ by at most one)."""
     return np.array([(b * n_records) // n_batches for b in range(n_batches + 1)], dtype=np.int64)
@@ -366,17 +374,18 @@ class LazyMoments:
             c["u"] = (acc.v - m).reshape(n_tot, acc.d)
             c["uw"] = (acc.w - mw).reshape(n_tot, acc.d)
         elif name == "cov":
+            # one SYRK (half the flops of a GEMM, the scale folded in), then the lower triangle
+            # mirrored: exactly symmetric, no extra d x d temporaries or passes
+            from scipy.linalg.blas import dsyrk
+
             u = self._get("u")
-            cov = np.zeros((acc.d, acc.d))
-            _gemm_acc(cov, u, u)
-            cov *= 1.0 / u.shape[0]
-            c["cov"] = 0.5 * (cov + cov.T)
+            upper = dsyrk(1.0 / u.shape[0], u, trans=1, lower=0)  # Fortran order
+            c["cov"] = _mirror_upper(upper)
         elif name == "lag1":
+            from scipy.linalg.blas import dgemm
+
             u, uw = self._get("u"), self._get("uw")
-            lag = np.zeros((acc.d, acc.d))
-            _gemm_acc(lag, u, uw)
-            lag *= 1.0 / u.shape[0]
-            c["lag1"] = lag
+            c["lag1"] = dgemm(1.0 / u.shape[0], u, uw, trans_a=1)  # u^T u' / n, Fortran order
         elif name in ("cov_stderr", "lag1_stderr"):
             self._pairs_symmetric()
         elif name == "lag1_antisym_stderr":
