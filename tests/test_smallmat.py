@@ -51,3 +51,21 @@ def test_shapes_are_checked():
         procrustes_rotation(np.zeros((3, 2, 3)))
     with pytest.raises(ValueError, match="square"):
         eigvalsh_desc(np.zeros(3))
+
+
+@pytest.mark.parametrize("k", [2, 5, JACOBI_MAX + 1])
+def test_procrustes_warm_start_gives_the_same_rotation(k):
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((300, k, k))
+    cold = procrustes_rotation(a)
+    basis = np.broadcast_to(np.eye(k), a.shape).copy()
+    procrustes_rotation(a + 0.05 * rng.standard_normal(a.shape), basis)  # a nearby problem
+    warm = procrustes_rotation(a, basis)
+    np.testing.assert_allclose(warm, cold, atol=1e-12)
+    # the basis returned holds right singular vectors of a: a V has orthogonal columns
+    av = a @ basis
+    gram = np.swapaxes(av, 1, 2) @ av
+    off = gram - np.einsum("nii->ni", gram)[:, :, None] * np.eye(k)
+    assert np.abs(off).max() <= 1e-12 * np.abs(gram).max()
+    with pytest.raises(ValueError, match="basis"):
+        procrustes_rotation(a, basis[:10])

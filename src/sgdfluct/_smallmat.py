@@ -30,13 +30,30 @@ JACOBI_MAX = 8
 
 
 @njit(cache=True, inline="always")
-def _polar_one(a: Array, out: Array, b: Array, v: Array, norms: Array) -> None:  # pragma: no cover
-    """``out = V U^T`` for ``a = U S V^T`` (k x k): one-sided Jacobi on the columns of ``a``."""
+def _polar_one(
+    a: Array,
+    out: Array,
+    b: Array,
+    v: Array,
+    norms: Array,
+    order: NDArray[np.int64],
+    v0: Array,
+    warm: bool,
+) -> None:  # pragma: no cover - compiled
+    """``out = V U^T`` for ``a = U S V^T`` (k x k): one-sided Jacobi on the columns of ``a V0``
+    (``V0 = v0`` if ``warm``, else I); ``V`` is written back to ``v0``."""
     k = a.shape[0]
     for i in range(k):
         for j in range(k):
-            b[i, j] = a[i, j]
-            v[i, j] = 1.0 if i == j else 0.0
+            if warm:
+                acc = 0.0
+                for m in range(k):
+                    acc += a[i, m] * v0[m, j]
+                b[i, j] = acc
+                v[i, j] = v0[i, j]
+            else:
+                b[i, j] = a[i, j]
+                v[i, j] = 1.0 if i == j else 0.0
     for _ in range(MAX_SWEEPS):
         rotated = False
         for p in range(k - 1):
@@ -73,7 +90,12 @@ def _polar_one(a: Array, out: Array, b: Array, v: Array, norms: Array) -> None: 
         for i in range(k):
             acc += b[i, j] * b[i, j]
         norms[j] = np.sqrt(acc)
-    order = np.argsort(-norms)
+    for j in range(k):  # insertion sort of the column indices by decreasing norm
+        m = j
+        while m > 0 and norms[order[m - 1]] < norms[j]:
+            order[m] = order[m - 1]
+            m -= 1
+        order[m] = j
     top = norms[order[0]]
     done = 0
     for jj in range(k):
@@ -106,6 +128,7 @@ def _polar_one(a: Array, out: Array, b: Array, v: Array, norms: Array) -> None: 
             for m in range(k):
                 acc += v[i, m] * b[j, m]
             out[i, j] = acc
+            v0[i, j] = v[i, j]
 
 
 @njit(cache=True, inline="always")
@@ -124,23 +147,35 @@ def _orthonormalize(
                 b[i, j] -= dot * b[i, m]
 
 
+#: matrices per parallel task (scratch arrays are allocated once per task, not per matrix)
+TASK = 512
+
+
 @njit(cache=True, parallel=True)
-def _procrustes_batch(a: Array, out: Array) -> None:  # pragma: no cover - compiled
+def _procrustes_batch(a: Array, out: Array, basis: Array, warm: bool) -> None:  # pragma: no cover
     n, k = a.shape[0], a.shape[1]
-    for i in prange(n):
+    for t in prange((n + TASK - 1) // TASK):
         b = np.empty((k, k))
         v = np.empty((k, k))
         norms = np.empty(k)
-        _polar_one(a[i], out[i], b, v, norms)
+        order = np.empty(k, dtype=np.int64)
+        for i in range(t * TASK, min(n, (t + 1) * TASK)):
+            _polar_one(a[i], out[i], b, v, norms, order, basis[i], warm)
 
 
-def procrustes_rotation(a: Array) -> Array:
+def procrustes_rotation(a: Array, basis: Array | None = None) -> Array:
     """Orthogonal ``O`` maximizing ``tr(O a)`` for every matrix of the batch: ``O = V U^T``.
 
     Parameters
     ----------
     a : (..., k, k) array
         With SVD ``a = U S V^T``.
+    basis : (..., k, k) array, optional
+        Warm start and output: on entry the right singular vectors ``V`` of nearby matrices
+        (e.g. the previous sweep of an alternating alignment; the Jacobi sweeps then start from
+        ``a V``, nearly diagonalized, and need fewer rotations), on exit those of ``a``
+        (overwritten in place; must be a C-contiguous float64 array). The result does not
+        depend on the start beyond rounding (unique for full-rank ``a``).
 
     Returns
     -------
@@ -150,12 +185,22 @@ def procrustes_rotation(a: Array) -> Array:
     a = np.asarray(a, dtype=np.float64)
     if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
         raise ValueError(f"expected a batch of square matrices, got shape {a.shape}")
-    if a.shape[-1] > JACOBI_MAX:
+    k = a.shape[-1]
+    if basis is not None and (
+        basis.shape != a.shape or basis.dtype != np.float64 or not basis.flags.c_contiguous
+    ):
+        raise ValueError(f"basis must be a C-contiguous float64 array of shape {a.shape}")
+    if k > JACOBI_MAX:
         u, _, vt = np.linalg.svd(a)
+        if basis is not None:
+            basis[...] = np.swapaxes(vt, -1, -2)
         return np.asarray(np.swapaxes(vt, -1, -2) @ np.swapaxes(u, -1, -2))
-    flat = np.ascontiguousarray(a.reshape(-1, a.shape[-1], a.shape[-1]))
+    flat = np.ascontiguousarray(a.reshape(-1, k, k))
     out = np.empty_like(flat)
-    _procrustes_batch(flat, out)
+    if basis is None:
+        _procrustes_batch(flat, out, np.empty_like(flat), False)
+    else:
+        _procrustes_batch(flat, out, basis.reshape(-1, k, k), True)
     return out.reshape(a.shape)
 
 

@@ -65,7 +65,12 @@ def _apply(weights: list[Array], rots: list[Array]) -> list[Array]:
 
 
 def align_snapshots(
-    snapshots: Array, target: Array, shapes: Shapes, *, sweeps: int = 3
+    snapshots: Array,
+    target: Array,
+    shapes: Shapes,
+    *,
+    sweeps: int = 3,
+    bases: list[Array] | None = None,
 ) -> tuple[Array, list[Array]]:
     """Rotate the hidden units of every snapshot onto ``target`` (orthogonal Procrustes).
 
@@ -77,6 +82,10 @@ def align_snapshots(
     sweeps : int
         Alternating sweeps over the hidden layers (one suffices for depth 2); depth >= 3 starts
         from a forward pass that matches ``W_l`` alone, layer by layer.
+    bases : list of (n, N_{h,l}, N_{h,l}) arrays, optional
+        Warm start of the Procrustes solver, updated in place (see
+        :func:`sgdfluct._smallmat.procrustes_rotation`): pass the same list again when aligning
+        the same snapshots to a nearby target. The result does not depend on it beyond rounding.
 
     Returns
     -------
@@ -101,18 +110,20 @@ def align_snapshots(
     tgt = _split(np.asarray(target, dtype=float)[None, :], shapes)
     n = snapshots.shape[0]
     rots: list[Array] = [np.broadcast_to(np.eye(r), (n, r, r)).copy() for r, _ in shapes[:-1]]
+    if bases is None:
+        bases = [r.copy() for r in rots]  # identity: a cold start
     n_sweeps = 1 if len(shapes) == 2 else max(1, sweeps)
     if len(shapes) > 2:
         # initial forward pass matching W_l only (avoids poor local optima of the sweeps)
         for l in range(len(shapes) - 1):
             w_l = weights[l] if l == 0 else weights[l] @ np.swapaxes(rots[l - 1], 1, 2)
-            rots[l] = procrustes_rotation(w_l @ np.swapaxes(tgt[l], 1, 2))
+            rots[l] = procrustes_rotation(w_l @ np.swapaxes(tgt[l], 1, 2), bases[l])
     for _ in range(n_sweeps):
         for l in range(len(shapes) - 1):
             w_l = weights[l] if l == 0 else weights[l] @ np.swapaxes(rots[l - 1], 1, 2)
             w_n = weights[l + 1] if l + 1 == len(rots) else rots[l + 1] @ weights[l + 1]
             a = w_l @ np.swapaxes(tgt[l], 1, 2) + np.swapaxes(w_n, 1, 2) @ tgt[l + 1]
-            rots[l] = procrustes_rotation(a)
+            rots[l] = procrustes_rotation(a, bases[l])
     aligned = np.concatenate([w.reshape(n, -1) for w in _apply(weights, rots)], axis=1)
     return aligned, rots
 
@@ -137,8 +148,10 @@ def _align_to_mean(
     target = start
     aligned: Array = snapshots
     rots: list[Array] = []
+    n = np.atleast_2d(snapshots).shape[0]
+    bases = [np.broadcast_to(np.eye(r), (n, r, r)).copy() for r, _ in shapes[:-1]]
     for _ in range(max(1, iterations)):
-        aligned, rots = align_snapshots(snapshots, target, shapes)
+        aligned, rots = align_snapshots(snapshots, target, shapes, bases=bases)
         target = aligned.mean(axis=0)
     return aligned, target, rots
 
