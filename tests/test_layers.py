@@ -19,6 +19,7 @@ CORE = (
     "config",
     "data",
     "networks",
+    "_smallmat",
     "simulate",
     "theory",
     "landscape",
