@@ -603,8 +603,8 @@ def run_cell(cell_fn: CellFn, cell: Cell, out_dir: Path) -> str:
 
 #: cost of a depth >= 2 cell per parameter-step, relative to depth 1, per extra layer: the
 #: aligned window measurement, saturation gate and layer-wise theories of docs/theory.md §8a grow
-#: faster than the simulation (measured on the quick reproduction: about 2.8e-8 s per
-#: replica-step-parameter at depth 1, 1-2e-7 at depth 2, 2.8e-7 at depth 3)
+#: faster than the simulation (measured on the quick reproduction, 2 cores: about 3e-8 s per
+#: replica-step-weight at depth 1, 0.8-2e-7 at depth 2, 2-3e-7 at depth 3)
 DEEP_ANALYSIS_FACTOR = 4.0
 
 
@@ -614,7 +614,8 @@ def cell_cost(config: ExperimentConfig) -> float:
     ``steps × replicas × d × DEEP_ANALYSIS_FACTOR ** (depth - 1)``, with ``d`` the number of
     weights. A deterministic function of the config (never a measurement), so the order, like
     the results, is the same on every machine; it only needs to rank cells roughly (a depth-3
-    cell of the quick reproduction takes ~100 s, a depth-2 one ~30 s, a single-layer one ~1 s).
+    cell of the quick reproduction takes 50-80 s, a depth-2 one 15-40 s, a single-layer one
+    0.2-5 s).
 
     Parameters
     ----------

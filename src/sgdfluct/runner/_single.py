@@ -224,8 +224,9 @@ def _ks_distances(q: float, hx_eigs: bytes, noise_eigs: bytes) -> tuple[tuple[st
     """The KS distances of :func:`_random_matrix_metrics` from the spectra (float64 bytes).
 
     They depend on the data set only (H_x and C_0 at W*), not on the SGD settings, and the
-    generalized MP law costs ~0.9 s (N_i = 10): memoized, so the cells of a sweep that share a
-    data set (e.g. a learning-rate grid) and run in the same worker process compute them once.
+    generalized MP law costs ~0.6 s (N_i = 10 to 100): memoized, so the cells of a sweep that
+    share a data set (e.g. a learning-rate grid) and run in the same worker process compute them
+    once.
     A pure function of its arguments: the numbers do not depend on which cell came first.
     """
     from sgdfluct.theory.spectra import (
