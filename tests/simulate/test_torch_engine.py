@@ -77,3 +77,31 @@ def test_auto_picks_torch_for_float32_and_cuda_is_checked(rng: np.random.Generat
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device = 'cuda' is not available"):
             simulate(x, y, [(1, 3)], np.zeros(3), engine="torch", device="cuda", **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_records_statistics_stay_on_the_device_and_agree(
+    dtype: str, rng: np.random.Generator
+) -> None:
+    from sgdfluct.simulate._torch import DeviceLazyMoments
+
+    shapes = SHAPES["depth2"]
+    x = rng.standard_normal((14, shapes[0][1]))
+    y = rng.standard_normal((14, shapes[-1][0]))
+    theta0 = 0.3 * rng.standard_normal(networks.n_params(shapes))
+    # few records per batch: the records statistics (kept on the device by the torch engine)
+    kw = dict(learning_rate=0.05, batch_size=4, steps=400, burn_in=40, record_every=12,
+              replicas=3, seed=7, n_batches=3, trajectory_every=50)  # fmt: skip
+    ref = simulate(x, y, shapes, theta0, engine=REFERENCE, **kw)  # type: ignore[arg-type]
+    res = simulate(x, y, shapes, theta0, engine="torch", device="cpu", dtype=dtype, **kw)  # type: ignore[arg-type]
+    assert ref.statistics == res.statistics == "records"
+    assert isinstance(res.__dict__["_moments"], DeviceLazyMoments)
+    # float64: the same numbers to round-off; float32: the same SGD to float32 round-off
+    rtol = 1e-8 if dtype == "float64" else 2e-3
+    for name in ("mean", "replica_means", "cov", "lag1", "mean_stderr", "cov_stderr",
+                 "lag1_stderr", "lag1_antisym_stderr"):  # fmt: skip
+        want, got = getattr(ref, name), getattr(res, name)
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max(),
+                                   err_msg=name)  # fmt: skip
+    np.testing.assert_allclose(res.trajectory, ref.trajectory, rtol=rtol,
+                               atol=rtol * np.abs(ref.trajectory).max())  # fmt: skip

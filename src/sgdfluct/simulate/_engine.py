@@ -306,7 +306,8 @@ def simulate(
     device : {"auto", "cpu", "cuda"}
         Where the engine runs (``"cuda"``: torch only; ``"auto"``: CUDA when torch sees one).
     dtype : {"float64", "float32"}
-        The engine's arithmetic (float32: torch only). Statistics are float64 regardless.
+        The engine's arithmetic (float32: torch only). Statistics are float64 regardless; the
+        torch engine keeps the records statistics (below) on its device.
     statistics : {"auto", "full", "subspace"}
         ``"full"``: the d x d moments with entry-wise standard errors, kept as streaming
         accumulators or, for few records per batch (<= 16), as the records themselves with lazily
@@ -434,6 +435,9 @@ def simulate(
             )
             traj, ti = state["traj"], state["ti"]
     stepper = eng.start(problem, theta_start, device, dtype)
+    # an engine that can keep the records statistics on its device does so (the torch engine)
+    on_device = mode[0] == "records" and hasattr(stepper, "advance_device")
+    dev: Any = stepper  # its device methods (advance_device, record_moments, host)
     # chunk length bounded so that the snapshot buffer stays below SNAPSHOT_BYTES
     per_step = 2.0 / record_every + (0 if trajectory_every is None else 1.0 / trajectory_every)
     max_snap = max(2, SNAPSHOT_BYTES // (8 * replicas * d))
@@ -468,19 +472,23 @@ def simulate(
             else:
                 tsel = np.empty(0, dtype=np.int64)
             snap_at = np.unique(np.concatenate(wanted)).astype(np.int64)
-            out = stepper.advance(idx, snap_at)
+            out = dev.advance_device(idx, snap_at) if on_device else stepper.advance(idx, snap_at)
             theta = stepper.weights()
             _divergence(theta, th0, end, shapes, x, y, learning_rate)
             if rec.size:
-                if stats is None:
-                    ref = out[:, np.searchsorted(snap_at, rec[0] - k)].mean(axis=0)
+                rec0 = out[:, np.searchsorted(snap_at, rec[0] - k)]
+                if stats is None and on_device:
+                    stats = dev.record_moments(rec0, replicas, n_records, n_batches)
+                elif stats is None:
+                    ref = rec0.mean(axis=0)
                     stats = _statistics(mode, ref, replicas, n_records, n_batches, subspace_rank)
                 stats.add(
                     out[:, np.searchsorted(snap_at, rec - k)],
                     out[:, np.searchsorted(snap_at, rec + 1 - k)],
                 )
             if traj is not None and tsel.size:
-                traj[:, ti : ti + tsel.size] = out[:, np.searchsorted(snap_at, tsel - k)]
+                snaps = out[:, np.searchsorted(snap_at, tsel - k)]
+                traj[:, ti : ti + tsel.size] = dev.host(snaps) if on_device else snaps
                 ti += tsel.size
             k = end
             if bar is not None:

@@ -327,7 +327,24 @@ class RecordMoments:
         return LazyMoments(self)
 
 
-class LazyMoments:
+class LazyFields:
+    """The fields of :class:`Moments` as properties read through ``self._get(name)`` (computed on
+    first access by the subclass)."""
+
+    def _get(self, name: str) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    mean = property(lambda self: self._get("mean"))
+    mean_stderr = property(lambda self: self._get("mean_stderr"))
+    cov = property(lambda self: self._get("cov"))
+    cov_stderr = property(lambda self: self._get("cov_stderr"))
+    lag1 = property(lambda self: self._get("lag1"))
+    lag1_stderr = property(lambda self: self._get("lag1_stderr"))
+    lag1_antisym_stderr = property(lambda self: self._get("lag1_antisym_stderr"))
+    replica_means = property(lambda self: self._get("replica_means"))
+
+
+class LazyMoments(LazyFields):
     """The moments of :class:`RecordMoments`, each computed on first access (then cached).
 
     Notes
@@ -463,15 +480,6 @@ class LazyMoments:
         se = self._stderr(s_q, s_q2, k)
         np.fill_diagonal(se, 0.0)  # D_b - D_b^T has a zero diagonal exactly
         self._cache["lag1_antisym_stderr"] = se
-
-    mean = property(lambda self: self._get("mean"))
-    mean_stderr = property(lambda self: self._get("mean_stderr"))
-    cov = property(lambda self: self._get("cov"))
-    cov_stderr = property(lambda self: self._get("cov_stderr"))
-    lag1 = property(lambda self: self._get("lag1"))
-    lag1_stderr = property(lambda self: self._get("lag1_stderr"))
-    lag1_antisym_stderr = property(lambda self: self._get("lag1_antisym_stderr"))
-    replica_means = property(lambda self: self._get("replica_means"))
 
 
 #: memory budget of the full d x d statistics (streaming accumulators or kept records); above it

@@ -2,9 +2,13 @@
 float64 or float32.
 
 It steps on the driver's counter-based batch indices (the same indices as the numba and NumPy
-engines, so float64 runs agree with them to round-off), keeps the weights on the device and hands
-snapshots back as host float64 arrays: the statistics are accumulated in float64 whatever the
-engine's dtype. One step (docs/theory.md §3) for all replicas at once::
+engines, so float64 runs agree with them to round-off) and keeps the weights on the device. With the
+records statistics (few records per batch, the usual case of long thinned runs) the records stay on
+the device too (:class:`DeviceRecordMoments`: float64 tensors, ``mean``, ``cov`` and ``lag1`` by
+device GEMMs; only the final d x d estimates, and the records themselves if a standard error is
+read, come back to the host); otherwise, and for stored trajectories, snapshots come back as host
+float64 arrays. The statistics are accumulated in float64 whatever the engine's dtype. One step
+(docs/theory.md §3) for all replicas at once::
 
     a_0 = X[B]                        (R, S, N_i)
     a_l = a_{l-1} W_l^T               (bmm)
@@ -24,8 +28,9 @@ from numpy.typing import NDArray
 
 from sgdfluct.errors import ConfigError
 from sgdfluct.simulate._registry import Problem, register_engine
+from sgdfluct.simulate._stats import LazyFields
 
-__all__ = ["TorchEngine", "TorchStepper", "resolve_device"]
+__all__ = ["DeviceRecordMoments", "TorchEngine", "TorchStepper", "resolve_device"]
 
 Array = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -78,6 +83,21 @@ class TorchStepper:
             w.sub_(g, alpha=scale)
 
     def advance(self, idx: IntArray, snap_at: IntArray) -> Array:
+        return self.host(self.advance_device(idx, snap_at))
+
+    def host(self, snapshots: Any) -> Array:
+        """A device tensor as a host float64 array."""
+        return np.asarray(snapshots.to(device="cpu", dtype=self.torch.float64).numpy())
+
+    def record_moments(
+        self, first: Any, n_replicas: int, n_records: int, n_batches: int
+    ) -> DeviceRecordMoments:
+        """Records statistics on this device, about the replica mean of ``first`` (R, d)."""
+        ref = first.to(self.torch.float64).mean(dim=0)
+        return DeviceRecordMoments(ref, n_replicas, n_records, n_batches)
+
+    def advance_device(self, idx: IntArray, snap_at: IntArray) -> Any:
+        """:meth:`advance`, leaving the snapshots on the device in the engine's dtype."""
         torch = self.torch
         n_rep, n_steps, batch = idx.shape
         idx_t = torch.as_tensor(idx, device=self.dev)
@@ -95,10 +115,95 @@ class TorchStepper:
                 while si < len(snaps) and snaps[si] == j + 1:
                     out[:, si] = self.theta
                     si += 1
-        return out.to(device="cpu", dtype=torch.float64).numpy()
+        return out
 
     def weights(self) -> Array:
         return self.theta.to(device="cpu", dtype=self.torch.float64).numpy().copy()
+
+
+class DeviceRecordMoments:
+    """The records statistics (:class:`sgdfluct.simulate._stats.RecordMoments`) with the records
+    kept on the engine's device as float64 tensors.
+
+    ``mean``, ``replica_means``, ``cov`` and ``lag1`` are computed there (one GEMM each, on first
+    access) and returned as host arrays; a standard error, when read, copies the records to the
+    host once and uses the host estimator (:class:`~sgdfluct.simulate._stats.LazyMoments`), so both
+    paths share one definition of the batch-means errors.
+    """
+
+    kind = "records"
+
+    def __init__(self, ref: Any, n_replicas: int, n_records: int, n_batches: int) -> None:
+        import torch
+
+        self.ref = ref
+        self.d = int(ref.shape[0])
+        self.n_replicas = n_replicas
+        self.n_records = n_records
+        self.n_batches = n_batches
+        shape = (n_replicas, n_records, self.d)
+        self.v = torch.empty(shape, dtype=torch.float64, device=ref.device)
+        self.w = torch.empty(shape, dtype=torch.float64, device=ref.device)
+        self.count = 0
+
+    def add(self, theta_k: Any, theta_next: Any) -> None:
+        """Add records: device tensors (R, n, d) of ``theta_k`` and ``theta_{k+1}``."""
+        n = int(theta_k.shape[1])
+        end = self.count + n
+        self.v[:, self.count : end] = theta_k.to(self.v.dtype) - self.ref
+        self.w[:, self.count : end] = theta_next.to(self.w.dtype) - self.ref
+        self.count = end
+
+    def result(self) -> DeviceLazyMoments:
+        if self.count != self.n_records:
+            raise RuntimeError(f"received {self.count} of {self.n_records} records")
+        return DeviceLazyMoments(self)
+
+
+class DeviceLazyMoments(LazyFields):
+    """Moments of :class:`DeviceRecordMoments`, each computed on first access (then cached)."""
+
+    def __init__(self, acc: DeviceRecordMoments) -> None:
+        self._acc = acc
+        self._cache: dict[str, Any] = {}
+
+    def _host(self, t: Any) -> Array:
+        return np.asarray(t.to(device="cpu").numpy())
+
+    def _device(self) -> None:
+        acc = self._acc
+        n_tot = acc.n_replicas * acc.n_records
+        v = acc.v.reshape(n_tot, acc.d)
+        w = acc.w.reshape(n_tot, acc.d)
+        m, mw = v.mean(dim=0), w.mean(dim=0)
+        u, uw = v - m, w - mw
+        cov = (u.T @ u) / n_tot
+        self._cache.update(
+            mean=self._host(acc.ref + m),
+            replica_means=self._host(acc.ref + acc.v.mean(dim=1)),
+            cov=self._host(0.5 * (cov + cov.T)),
+            lag1=self._host((u.T @ uw) / n_tot),
+        )
+
+    def _host_moments(self) -> Any:
+        from sgdfluct.simulate._stats import RecordMoments
+
+        if "_host" not in self._cache:
+            acc = self._acc
+            host = RecordMoments(self._host(acc.ref), acc.n_replicas, acc.n_records, acc.n_batches)
+            host.v[...] = self._host(acc.v)
+            host.w[...] = self._host(acc.w)
+            host.count = acc.n_records
+            self._cache["_host"] = host.result()
+        return self._cache["_host"]
+
+    def _get(self, name: str) -> Any:
+        if name not in self._cache:
+            if name in ("mean", "replica_means", "cov", "lag1"):
+                self._device()
+            else:
+                self._cache[name] = getattr(self._host_moments(), name)
+        return self._cache[name]
 
 
 class TorchEngine:
