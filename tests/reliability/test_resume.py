@@ -96,7 +96,7 @@ def test_killed_run_resumes_with_identical_numbers(tmp_path, record, reference, 
 
 
 #: a run whose simulation lasts a few seconds (many chunks of the engine)
-LONG_STEPS = 300_000
+LONG_STEPS = 3_000_000  # seconds of simulation: a worker outlives a killed parent by <= 0.5 s
 
 
 @pytest.fixture(scope="module")
