@@ -94,20 +94,26 @@ def _fake_claim8(scale, seeds, *, workers=None):
     }
 
 
-def test_claim8_is_wired_into_the_reproduction(tmp_path, monkeypatch):
+def _patch_claim8(monkeypatch) -> list[str]:
+    """Replace claim 8's measurement by :func:`_fake_claim8`; the list records each call's scale."""
     import pytest
 
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
     from sgdfluct.probe import claims as probe_claims
 
-    calls = []
+    calls: list[str] = []
 
     def fake(scale, seeds, *, workers=None):
         calls.append(scale)
         return _fake_claim8(scale, seeds, workers=workers)
 
     monkeypatch.setattr(probe_claims, "measure_claim8", fake)
+    return calls
+
+
+def test_claim8_is_wired_into_the_reproduction(tmp_path, monkeypatch):
+    calls = _patch_claim8(monkeypatch)
     args = ["reproduce", "--quick", "--out", str(tmp_path / "rep"), "--only", "8", "-q"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -120,20 +126,9 @@ def test_claim8_is_wired_into_the_reproduction(tmp_path, monkeypatch):
 
 
 def test_claim8_measurement_is_kept_for_a_resumed_reproduction(tmp_path, monkeypatch):
-    import pytest
-
-    pytest.importorskip("torch")
-    pytest.importorskip("sklearn")
     from sgdfluct.experiments.reproduce import reproduce
-    from sgdfluct.probe import claims as probe_claims
 
-    calls = []
-
-    def fake(scale, seeds, *, workers=None):
-        calls.append(scale)
-        return _fake_claim8(scale, seeds, workers=workers)
-
-    monkeypatch.setattr(probe_claims, "measure_claim8", fake)
+    calls = _patch_claim8(monkeypatch)
     first = reproduce(tmp_path, scale="quick", only=["8"])
     second = reproduce(tmp_path, scale="quick", only=["8"])
     assert calls == ["quick"] and first[0].measured == second[0].measured

@@ -170,20 +170,22 @@ class DeviceLazyMoments(LazyFields):
     def _host(self, t: Any) -> Array:
         return np.asarray(t.to(device="cpu").numpy())
 
-    def _device(self) -> None:
+    def _device(self, name: str) -> None:
+        """``name`` and the cheap means from the device records (a d x d GEMM: cov, lag1 only)."""
         acc = self._acc
         n_tot = acc.n_replicas * acc.n_records
         v = acc.v.reshape(n_tot, acc.d)
-        w = acc.w.reshape(n_tot, acc.d)
-        m, mw = v.mean(dim=0), w.mean(dim=0)
-        u, uw = v - m, w - mw
-        cov = (u.T @ u) / n_tot
+        m = v.mean(dim=0)
         self._cache.update(
-            mean=self._host(acc.ref + m),
-            replica_means=self._host(acc.ref + acc.v.mean(dim=1)),
-            cov=self._host(0.5 * (cov + cov.T)),
-            lag1=self._host((u.T @ uw) / n_tot),
+            mean=self._host(acc.ref + m), replica_means=self._host(acc.ref + acc.v.mean(dim=1))
         )
+        u = v - m
+        if name == "cov":
+            cov = (u.T @ u) / n_tot
+            self._cache["cov"] = self._host(0.5 * (cov + cov.T))
+        elif name == "lag1":
+            w = acc.w.reshape(n_tot, acc.d)
+            self._cache["lag1"] = self._host((u.T @ (w - w.mean(dim=0))) / n_tot)
 
     def _host_moments(self) -> Any:
         from sgdfluct.simulate._stats import RecordMoments
@@ -200,7 +202,7 @@ class DeviceLazyMoments(LazyFields):
     def _get(self, name: str) -> Any:
         if name not in self._cache:
             if name in ("mean", "replica_means", "cov", "lag1"):
-                self._device()
+                self._device(name)
             else:
                 self._cache[name] = getattr(self._host_moments(), name)
         return self._cache[name]
