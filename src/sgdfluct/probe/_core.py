@@ -696,9 +696,11 @@ class FluctuationProbe:
     def _trainable(self, name: str) -> bool:
         return name in self._trainable_names
 
-    def _full_loss(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def _full_loss(
+        self, params: Mapping[str, torch.Tensor], target: torch.Tensor | None = None
+    ) -> torch.Tensor:
         out = torch.func.functional_call(self.model, dict(params), (self.x,))
-        return self.loss_fn(out, self.y) + self._reg(params)
+        return self.loss_fn(out, self.y if target is None else target) + self._reg(params)
 
     def train_loss(self) -> float:
         """Training loss (with the weight-decay term) at the current weights."""
@@ -802,12 +804,24 @@ class FluctuationProbe:
     def _hvp_batch(
         self, params: Mapping[str, torch.Tensor], tangents: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        grad_fn = torch.func.grad(self._full_loss)
+        if not torch.is_floating_point(self.y):  # labels (cross-entropy): no tangent to carry
+            grad_fn = torch.func.grad(self._full_loss)
 
-        def one(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return torch.func.jvp(grad_fn, (dict(params),), (t,))[1]
+            def one(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+                return torch.func.jvp(grad_fn, (dict(params),), (t,))[1]
 
-        return torch.func.vmap(one)(dict(tangents))
+            return torch.func.vmap(one)(dict(tangents))
+        # a real target enters as a primal with a materialized zero tangent: torch's forward-mode
+        # formula of mse_loss_backward writes into the target's tangent, which is an immutable
+        # ZeroTensor for a constant ("ZeroTensors are immutable" with F.mse_loss); the zero
+        # tangent adds exact zeros, so the product is the same Hessian-vector product
+        grad_y = torch.func.grad(self._full_loss, argnums=0)
+        zero = torch.zeros_like(self.y)
+
+        def one_y(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return torch.func.jvp(grad_y, (dict(params), self.y), (t, zero))[1]
+
+        return torch.func.vmap(one_y)(dict(tangents))
 
     def _layer_tangents(
         self, params: Mapping[str, torch.Tensor], lay: _Layer, vecs: torch.Tensor
@@ -820,8 +834,13 @@ class FluctuationProbe:
         return tangents
 
     def _lanczos_layer(self, params: Mapping[str, torch.Tensor], lay: _Layer, k: int) -> Array:
-        """Top-k eigenvectors (k, d_l) of the layer's Hessian block (ARPACK Lanczos on HVPs)."""
-        import scipy.sparse.linalg as spla
+        """Top-k eigenvectors (k, d_l) of the layer's Hessian block (block Krylov on HVPs).
+
+        A block method (:func:`sgdfluct._eigs.top_eigenpairs`) because single-vector Lanczos
+        misses copies of repeated eigenvalues: an MSE output layer repeats every eigenvalue of its
+        activation Gram matrix ``N_o`` times (block size ``max(2k, k + 10, N_o)``).
+        """
+        from sgdfluct._eigs import top_eigenpairs
 
         d = lay.dim
 
@@ -837,17 +856,16 @@ class FluctuationProbe:
                 )
             return torch.cat(out).T.to(torch.float64).cpu().numpy()
 
-        if k >= d - 1 or d <= 64:
-            hmat = matmat(np.eye(d))
-            evals, evecs = np.linalg.eigh(0.5 * (hmat + hmat.T))
-            return evecs[:, ::-1][:, :k].T.copy()
-        op = spla.LinearOperator(
-            (d, d), matvec=lambda v: matmat(v[:, None])[:, 0], matmat=matmat, dtype=float
+        n_out = 1
+        if lay.param_names:
+            first = self._params()[lay.param_names[0]]
+            n_out = int(first.shape[0]) if first.ndim >= 1 else 1
+        block = min(d, max(2 * k, k + 10, n_out))
+        tol = 1e-4 if self.x.dtype == torch.float32 else 1e-8  # residuals at HVP round-off
+        _, evecs = top_eigenpairs(
+            matmat, d, k, rng=self.seed, block=block, tol=tol, max_restarts=50
         )
-        v0 = np.random.default_rng(self.seed).standard_normal(d)
-        evals, evecs = spla.eigsh(op, k=k, which="LA", v0=v0, tol=1e-6)
-        order = np.argsort(evals)[::-1]
-        return evecs[:, order].T.copy()
+        return evecs.T.copy()
 
     def _lambda_max(self, params: Mapping[str, torch.Tensor]) -> float:
         """Largest Hessian eigenvalue (all parameters), by Lanczos (dense for small models)."""
