@@ -73,7 +73,7 @@ def test_verdict_rules():
 
 
 def _fake_claim8(scale, seeds, *, workers=None):
-    from sgdfluct.probe.claims import RULE, RULE_HISTORY, claim8_verdict
+    from sgdfluct.experiments.claims.claim8_probe import RULE, RULE_HISTORY, claim8_verdict
 
     def layer(mean, lo, hi):
         t = {"n": seeds, "mean": mean, "ci": [lo, hi], "sd": 0.1}
@@ -100,7 +100,7 @@ def _patch_claim8(monkeypatch) -> list[str]:
 
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
-    from sgdfluct.probe import claims as probe_claims
+    from sgdfluct.experiments.claims import claim8_probe
 
     calls: list[str] = []
 
@@ -108,7 +108,7 @@ def _patch_claim8(monkeypatch) -> list[str]:
         calls.append(scale)
         return _fake_claim8(scale, seeds, workers=workers)
 
-    monkeypatch.setattr(probe_claims, "measure_claim8", fake)
+    monkeypatch.setattr(claim8_probe, "measure_claim8", fake)
     return calls
 
 

@@ -18,18 +18,18 @@ from typing import Any
 
 import xarray as xr
 
+import sgdfluct.experiments.claims as _claims
 from sgdfluct._version import __version__
 from sgdfluct.config import ConfigError, config_from_dict, config_to_toml
 from sgdfluct.experiments.claims import (
-    CLAIMS,
     ClaimSpec,
     Measurement,
     SweepDef,
     require_metrics,
-    sweep_defs,
     tidy_log_axes,
 )
-from sgdfluct.io import atomic_save_figure, atomic_write_json
+from sgdfluct.experiments.claims.claim8_probe import PROBE_CLAIM_ID
+from sgdfluct.io import atomic_save_figure
 from sgdfluct.report import ClaimResult, config_hash, machine_info, write_report
 from sgdfluct.runner import run_experiment_without_figures
 
@@ -54,7 +54,7 @@ def _spec(sweep: SweepDef) -> Any:
 
 
 def _run(
-    sweeps: Sequence[SweepDef], out: Path, workers: int | None, progress: bool
+    sweeps: Sequence[SweepDef], out: Path, workers: int | None, progress: bool | str
 ) -> dict[str, tuple[xr.Dataset | None, str]]:
     """Run the sweeps on one pool of workers (longest cells first, across sweeps); return each
     one's metrics and an error text (cells that failed: the finished ones are gathered)."""
@@ -127,124 +127,9 @@ def _claim_result(
     )
 
 
-#: claim 8 (docs/theory.md §10.8, §11): the probe on a nonlinear network; not a sweep of `run`
-PROBE_CLAIM_ID = "8_probe_ivfr"
-PROBE_CLAIM_STATEMENT = (
-    "IVFR in a nonlinear network on real data (digits MLP, two hidden layers): which layer "
-    "carries it; does the linear network of the same shape on the same data show the same "
-    "pattern; does the noise (T_i vs k_i) or the coupling explain it"
-)
-PROBE_CLAIM_EXPECTED = (
-    "Feng & Tu: variance larger along sharper directions (psi > 0) in every layer; the linear "
-    "theory attributes it to the inter-layer coupling"
-)
-#: seeds of claim 8 (the replication unit; the rule needs >= 5)
-PROBE_CLAIM_SEEDS = 5
-
-
 def claim_ids() -> list[str]:
     """Every claim id of the reproduction (the sweep claims, then claim 8)."""
-    return [c.id for c in CLAIMS] + [PROBE_CLAIM_ID]
-
-
-def _probe_claim(scale: str, out: Path, workers: int | None) -> ClaimResult:
-    """Claim 8 through :func:`sgdfluct.probe.claims.measure_claim8`; the measurement is kept in
-    ``out/probe/claim8.json`` so that a resumed reproduction does not repeat it."""
-    try:
-        from sgdfluct.probe import claims as probe_claims
-    except ImportError as exc:  # the optional `probe` extra (torch, scikit-learn) is missing
-        return ClaimResult(
-            id=PROBE_CLAIM_ID,
-            statement=PROBE_CLAIM_STATEMENT,
-            expected=PROBE_CLAIM_EXPECTED,
-            measured={"error": f"the probe extra is not installed ({exc})"},
-            verdict="inconclusive",
-            details="Install it with `pip install torch==2.13.0 'sgdfluct[probe]'`.",
-        )
-    cache = out / "probe" / "claim8.json"
-    seeds = 2 if scale == "smoke" else PROBE_CLAIM_SEEDS
-    key = {"version": __version__, "scale": scale, "seeds": seeds}
-    result: dict[str, Any] | None = None
-    if cache.exists():
-        stored = json.loads(cache.read_text())
-        if {k: stored.get(k) for k in key} == key:
-            result = stored
-    if result is None:
-        measured_scale = "quick" if scale == "smoke" else scale
-        result = {**probe_claims.measure_claim8(measured_scale, seeds, workers=workers), **key}
-        atomic_write_json(cache, result)
-    measured: dict[str, Any] = {}
-    for net in ("mlp", "linear"):
-        for layer, block in sorted(result[net]["layers"].items()):
-            t = block["psi_sharp"]
-            measured[f"psi {net} {layer}"] = (
-                {"value": t["mean"], "ci": t["ci"]} if t["ci"] is not None else t["mean"]
-            )
-        measured[f"seeds on the plateau ({net})"] = result[net]["seeds_ok"]
-    for layer, block in sorted(result["mlp"]["layers"].items()):
-        t = block["spearman_T_k"]
-        measured[f"Spearman(T, k) mlp {layer}"] = (
-            {"value": t["mean"], "ci": t["ci"]} if t["ci"] is not None else t["mean"]
-        )
-    measured["carrying layers"] = ", ".join(result["carrying_layers"]) or "none"
-    measured["pattern mlp / linear"] = (
-        f"{' '.join(result['pattern_mlp'])} / {' '.join(result['pattern_linear'])}"
-    )
-    measured["explanation"] = result["explanation"]
-    measured["seconds"] = result["seconds"]
-    figures: list[Path] = []
-    fig = _probe_figure(result)
-    try:
-        path = out / "figures" / f"{PROBE_CLAIM_ID}.png"
-        atomic_save_figure(fig, path)
-        figures.append(path)
-    finally:
-        fig.clear()
-    return ClaimResult(
-        id=PROBE_CLAIM_ID,
-        statement=PROBE_CLAIM_STATEMENT,
-        expected=PROBE_CLAIM_EXPECTED,
-        measured=measured,
-        verdict=result["verdict"],
-        figures=tuple(figures),
-        details=(
-            "psi fitted on the sharp directions of each layer (curvature >= 1e-2 lambda_max, "
-            "drift share < 0.5), t-interval over seeds (data subset, init and SGD seed); the "
-            "linear network of the same shape on the same data is the control "
-            "(`sgdfluct.probe.claims`)."
-            + (" Smoke scale: 2 seeds, pipeline check only." if scale == "smoke" else "")
-        ),
-        rule=result["rule"],
-        rule_history=tuple(result["rule_history"]),
-    )
-
-
-def _probe_figure(result: dict[str, Any]) -> Any:
-    """psi per layer with its interval, the MLP beside its linear control."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    for offset, net, color in ((-0.1, "mlp", "C0"), (0.1, "linear", "C1")):
-        layers = sorted(result[net]["layers"])
-        for i, layer in enumerate(layers):
-            t = result[net]["layers"][layer]["psi_sharp"]
-            if t["mean"] is None:
-                continue
-            lo, hi = t["ci"] if t["ci"] is not None else (t["mean"], t["mean"])
-            ax.errorbar(
-                i + 1 + offset,
-                t["mean"],
-                yerr=[[t["mean"] - lo], [hi - t["mean"]]],
-                fmt="o",
-                color=color,
-                label=net if i == 0 else None,
-            )
-    ax.axhline(0.0, color="0.5", lw=0.8)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("psi (sharp directions), 95 % t-interval over seeds")
-    ax.legend()
-    return fig
+    return _claims.REGISTRY.ids()
 
 
 def reproduce(
@@ -253,7 +138,7 @@ def reproduce(
     scale: str = "quick",
     only: Sequence[str] | None = None,
     workers: int | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> list[ClaimResult]:
     """Test every claim of docs/theory.md §10 and write ``report.html``, ``report.md``,
     ``claims.json``.
@@ -275,18 +160,22 @@ def reproduce(
         raise ConfigError(f"scale = {scale!r} is not allowed: expected one of {SCALES}")
     start = time.perf_counter()
     out = Path(out_dir).resolve()
-    claims = [c for c in CLAIMS if not only or any(c.id.startswith(o) for o in only)]
-    with_probe = not only or any(PROBE_CLAIM_ID.startswith(o) for o in only)
-    if not claims and not with_probe:
-        raise ConfigError(f"--only {list(only or [])} matches no claim id: {claim_ids()}")
-    defs = sweep_defs(scale)
+    registry = _claims.REGISTRY
+
+    def selected(claim_id: str) -> bool:
+        return not only or any(claim_id.startswith(o) for o in only)
+
+    claims = [c for c in registry.claims if selected(c.id)]
+    standalone = [c for c in registry.standalone if selected(c.id)]
+    if not claims and not standalone:
+        raise ConfigError(f"--only {list(only or [])} matches no claim id: {registry.ids()}")
+    defs = registry.sweep_defs(scale)
     names = dict.fromkeys(c.sweep for c in claims)
     results = _run([defs[name] for name in names], out, workers, progress)
     claim_results = [
         _claim_result(c, *results[c.sweep], figures_dir=out / "figures") for c in claims
     ]
-    if with_probe:
-        claim_results.append(_probe_claim(scale, out, workers))
+    claim_results += [c.run(scale, out, workers) for c in standalone]
     header = {
         "version": __version__,
         "scale": scale,
