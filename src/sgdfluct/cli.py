@@ -39,8 +39,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _show_progress(quiet: bool) -> bool:
-    """Progress bars only on an interactive terminal and without ``--quiet``."""
+    """Progress bars of one run (``run``, ``probe``, ``bench``): only on an interactive terminal
+    and without ``--quiet``."""
     return not quiet and sys.stderr.isatty()
+
+
+def _cell_progress(quiet: bool) -> str:
+    """Progress over cells and claims (``sweep``, ``reproduce``): a bar on a terminal, otherwise
+    one log line per finished cell and at least every 60 s (:mod:`sgdfluct.progress`); nothing
+    with ``--quiet``."""
+    return "off" if quiet else "auto"
 
 
 def _terminate_as_interrupt() -> None:
@@ -119,7 +127,13 @@ def main() -> None:
     """
 
 
-_quiet = click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+_quiet = click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No progress output (otherwise: bars on a terminal; for sweep and reproduce, log lines "
+    "with elapsed time and ETA when output is not a terminal).",
+)
 _workers = click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -206,7 +220,7 @@ def sweep(
             out_dir,
             workers=workers,
             scheduler=scheduler,
-            progress=_show_progress(quiet),
+            progress=_cell_progress(quiet),
             overwrite=overwrite,
         )
     except SweepIncomplete as exc:
@@ -277,7 +291,7 @@ def reproduce(
                 scale=scale,
                 only=list(only) or None,
                 workers=workers,
-                progress=_show_progress(quiet),
+                progress=_cell_progress(quiet),
             )
         except SweepIncomplete as exc:
             if exc.interrupted:

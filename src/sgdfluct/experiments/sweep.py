@@ -81,6 +81,7 @@ from sgdfluct.io import (
     prepare_output_dir,
     resumable,
 )
+from sgdfluct.progress import Progress, progress_mode
 
 __all__ = [
     "Cell",
@@ -607,6 +608,11 @@ def run_cell(cell_fn: CellFn, cell: Cell, out_dir: Path) -> str:
 #: replica-step-weight at depth 1, 0.8-2e-7 at depth 2, 2-3e-7 at depth 3)
 DEEP_ANALYSIS_FACTOR = 4.0
 
+#: seconds per :func:`cell_cost` unit on one worker: the prior of the progress estimate before the
+#: first cell has finished (the depth-1 figure of the measurement above, 2 cores, quick scale);
+#: after that the estimate uses the measured rate
+SECONDS_PER_COST = 3e-8
+
 
 def cell_cost(config: ExperimentConfig) -> float:
     """Estimated relative cost of computing one cell: used only to order cells, longest first.
@@ -647,7 +653,7 @@ def run_sweep(
     *,
     workers: int | None = None,
     scheduler: str | Any | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
     cell_fn: CellFn | None = None,
     retries: int = 1,
     overwrite: bool = False,
@@ -668,8 +674,10 @@ def run_sweep(
     scheduler : str or distributed.Client, optional
         Address of a running Dask scheduler (``"tcp://host:8786"``) or a ``Client``; needs the
         ``dask`` extra.
-    progress : bool
-        Show a progress bar over cells (tqdm).
+    progress : bool or {"auto", "bar", "log", "off"}
+        Progress over cells (:mod:`sgdfluct.progress`): ``True``/``"auto"`` a tqdm bar on a
+        terminal and otherwise one line on stderr per finished cell and at least every 60 s,
+        with the elapsed time and an ETA from :func:`cell_cost`; ``False``/``"off"`` nothing.
     cell_fn : callable, optional
         ``cell_fn(config, cell_dir) -> metrics`` (see :data:`CellFn`); default: the ``run`` command
         (:func:`sgdfluct.runner.run_experiment`). Must be picklable.
@@ -718,7 +726,7 @@ def run_sweeps(
     *,
     workers: int | None = None,
     scheduler: str | Any | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
     cell_fn: CellFn | None = None,
     retries: int = 1,
     overwrite: bool = False,
@@ -780,7 +788,7 @@ def _run_locked(
     jobs: list[tuple[SweepSpec, Path]],
     workers: int | None,
     scheduler: str | Any | None,
-    progress: bool,
+    progress: bool | str,
     cell_fn: CellFn,
     retries: int,
 ) -> list[xr.Dataset | SweepIncomplete]:
@@ -797,25 +805,32 @@ def _run_locked(
     failures: dict[tuple[Path, str], str] = {}
     interrupted = False
     if todo:
-        from tqdm.auto import tqdm
-
         n_total = sum(len(c) for c in all_cells)
-        bar = tqdm(
+        n_workers = workers or os.cpu_count() or 1
+        # cost of each cell still to do; a finished cell is found by its folder (renamed into
+        # place when complete), whichever worker or executor ran it
+        pending = {(out_dir, c.cell_id): cell_cost(c.config) for c, out_dir in todo}
+        bar = Progress(
             total=n_total,
-            initial=n_total - len(todo),
-            unit="cell",
+            done=n_total - len(todo),
             desc="sweep" if len(jobs) == 1 else f"{len(jobs)} sweeps",
-            disable=not progress,
+            mode=progress_mode(progress),
+            remaining_cost=sum(pending.values()),
+            seconds_per_cost=SECONDS_PER_COST,
+            workers=n_workers if scheduler is None else 1,
         )
+
+        def on_done(_n: int = 1) -> None:
+            for key in [k for k in pending if (_cells_dir(k[0]) / k[1]).is_dir()]:
+                label = key[1] if len(jobs) == 1 else f"{key[0].name}/{key[1]}"
+                bar.advance(label, pending.pop(key))
+
         try:
             if scheduler is not None:
-                failures = _executors.run_dask(
-                    cell_fn, schedule(todo), scheduler, retries, bar.update
-                )
+                failures = _executors.run_dask(cell_fn, schedule(todo), scheduler, retries, on_done)
             else:
-                n_workers = workers or os.cpu_count() or 1
                 failures = _executors.run_local(
-                    cell_fn, schedule(todo), n_workers, retries, bar.update
+                    cell_fn, schedule(todo), n_workers, retries, on_done
                 )
         except KeyboardInterrupt:
             interrupted = True
