@@ -52,6 +52,7 @@ __all__ = [
     "check_writable_file",
     "checkpoint_interval",
     "claim_output_dir",
+    "discard_damaged",
     "folder_lock",
     "load_stage",
     "output_kind",
@@ -62,6 +63,7 @@ __all__ = [
     "save_stage",
     "to_jsonable",
     "umask",
+    "warn_damaged",
 ]
 
 #: file marking a folder as an sgdfluct output: ``{"kind": "run" | "sweep" | ..., "version"}``
@@ -517,6 +519,8 @@ _RESUME_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "sgdfluct_resume_dir", default=None
 )
 _RESUME_TAG = ".resume"
+#: SHA-256 of the key of the computation owning :data:`_RESUME_DIR` (mixed into stage checksums)
+_RESUME_KEY: contextvars.ContextVar[str] = contextvars.ContextVar("sgdfluct_resume_key", default="")
 
 
 @contextlib.contextmanager
@@ -529,8 +533,13 @@ def resumable(folder: str | Path, key: str) -> Iterator[Path]:
     normally or with an error (an error would recur: the next run starts afresh). The caller
     must own the folder exclusively (a lock).
     """
+    import hashlib
+
+    from sgdfluct._version import __version__
+
     folder = _open_resume(Path(folder), key)
     token = _RESUME_DIR.set(folder)
+    key_token = _RESUME_KEY.set(hashlib.sha256(f"{__version__}\n{key}".encode()).hexdigest())
     keep = True
     try:
         yield folder
@@ -542,26 +551,49 @@ def resumable(folder: str | Path, key: str) -> Iterator[Path]:
         raise
     finally:
         _RESUME_DIR.reset(token)
+        _RESUME_KEY.reset(key_token)
         if not keep:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _key_text(key: str) -> str:
+    """Content of a checkpoint folder's ``key`` file: the SHA-256 of the key, then the key."""
+    import hashlib
+
+    return f"{hashlib.sha256(key.encode()).hexdigest()}\n{key}"
+
+
 def _open_resume(folder: Path, key: str) -> Path:
     """The checkpoint folder ``folder`` for ``key`` (emptied if it holds the checkpoints of
-    another computation or version)."""
+    another computation or version).
+
+    The ``key`` file carries its own SHA-256: a damaged one (unreadable, truncated, flipped) is
+    rewritten with a warning and the stages are kept, since each stage's checksum covers the
+    key too (:func:`load_stage` discards one of another computation).
+    """
+    import hashlib
+
     from sgdfluct._version import __version__
 
     key = f"{__version__}\n{key}"
+    key_file = folder / "key"
     try:
-        stored = (folder / "key").read_text(encoding="utf-8")
+        stored: str | None = key_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        stored = None
-    if stored != key:
-        shutil.rmtree(folder, ignore_errors=True)
+        stored = None if not key_file.exists() else ""
+    damaged = False
+    if stored is not None and stored != _key_text(key):
+        digest, _, text = stored.partition("\n")
+        damaged = hashlib.sha256(text.encode()).hexdigest() != digest
+    if stored is None or (stored != _key_text(key) and not damaged):
+        shutil.rmtree(folder, ignore_errors=True)  # none yet, or another computation's
+    elif damaged:
+        warn_damaged(key_file, "checksum mismatch", "rewritten, the stages are checked one by one")
+    if stored != _key_text(key):
         try:
-            folder.mkdir()
+            folder.mkdir(exist_ok=True)
             apply_umask(folder, directory=True)
-            atomic_write_text(folder / "key", key)
+            atomic_write_text(key_file, _key_text(key))
         except OSError as exc:
             raise _output_error(folder, exc, "create the checkpoint folder") from None
     return folder
@@ -607,10 +639,44 @@ def checkpoint_interval() -> float:
     return value
 
 
+#: name of the checksum entry of a stored stage (``.npz``): SHA-256 of every other entry
+_STAGE_CHECKSUM = "__sha256__"
+
+
+def _stage_digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 of the stage's entries (names, dtypes, shapes and bytes, in name order) and of the
+    key of the computation that owns the checkpoint folder."""
+    import hashlib
+
+    h = hashlib.sha256(_RESUME_KEY.get().encode())
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(repr((key, a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def warn_damaged(
+    path: Path, reason: str, action: str = "discarded, that stage is recomputed"
+) -> None:
+    """One line on stderr: the checkpoint ``path`` is damaged (``reason``) and what is done."""
+    reason = " ".join(reason.split())  # one line
+    sys.stderr.write(f"warning: checkpoint {str(path)!r} is damaged ({reason}): {action}\n")
+    sys.stderr.flush()
+
+
+def discard_damaged(path: Path, reason: str) -> None:
+    """Warn (:func:`warn_damaged`) and remove the damaged checkpoint ``path`` (only that file)."""
+    warn_damaged(path, reason)
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
 def save_stage(name: str, result: Any) -> None:
     """Store a finished stage (a dataclass of arrays and scalars) in the checkpoint folder.
 
-    A no-op outside a resumable claim. Written atomically (``.npz``, no pickle).
+    A no-op outside a resumable claim. Written atomically (``.npz``, no pickle) with the SHA-256
+    of its entries, which :func:`load_stage` verifies.
     """
     folder = resume_dir()
     if folder is None:
@@ -620,27 +686,41 @@ def save_stage(name: str, result: Any) -> None:
         value = getattr(result, f.name)
         if value is not None:
             arrays[f.name] = np.asarray(value)
+    arrays[_STAGE_CHECKSUM] = np.asarray(_stage_digest(arrays))
     with atomic_path(folder / f"{name}.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
 
 
 def load_stage(name: str, cls: type) -> Any | None:
-    """The stage ``name`` stored by :func:`save_stage` as a ``cls``, or None if there is none."""
+    """The stage ``name`` stored by :func:`save_stage` as a ``cls``, or None if there is none.
+
+    A stage that cannot be read, or whose entries do not match their stored SHA-256 (truncated,
+    zeroed or flipped bytes: what a power cut or a full disk leaves), is discarded with a
+    one-line warning naming it (:func:`warn_damaged`) and None is returned: the caller
+    recomputes that stage. Other stages are left alone.
+    """
     folder = resume_dir()
-    if folder is None or not (folder / f"{name}.npz").is_file():
+    path = None if folder is None else folder / f"{name}.npz"
+    if path is None or not path.is_file():
         return None
     try:
-        with np.load(folder / f"{name}.npz", allow_pickle=False) as data:
-            values: dict[str, Any] = {}
-            for f in dataclasses.fields(cls):
-                if f.name not in data.files:
-                    values[f.name] = None
-                    continue
-                array = data[f.name]
-                values[f.name] = array.item() if array.ndim == 0 else array
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except Exception as exc:
+        discard_damaged(path, f"unreadable: {type(exc).__name__}: {exc}")
+        return None
+    stored = arrays.pop(_STAGE_CHECKSUM, None)
+    if stored is None or stored.shape != () or str(stored) != _stage_digest(arrays):
+        discard_damaged(path, "checksum mismatch: damaged, or of another computation")
+        return None
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        array = arrays.get(f.name)
+        values[f.name] = None if array is None else (array.item() if array.ndim == 0 else array)
+    try:
         return cls(**values)
-    except (OSError, ValueError, TypeError, KeyError):
-        return None  # unreadable (e.g. from another version): recompute
+    except (ValueError, TypeError, KeyError):
+        return None  # intact but of another layout (another version): recompute
 
 
 def prepare_output_dir(out: Path, *, kind: str, overwrite: bool) -> None:

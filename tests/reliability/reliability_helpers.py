@@ -30,6 +30,15 @@ seed = 1
 bootstrap = 20
 """
 
+#: `run_experiment` (no figures) on CONFIG OUT, in a subprocess: ``python -c RUN_API CONFIG OUT``
+RUN_API = """
+import sys, tomllib
+from sgdfluct.config import config_from_dict
+from sgdfluct.runner import run_experiment
+config = config_from_dict(tomllib.loads(open(sys.argv[1]).read()))
+run_experiment(config, sys.argv[2], figures=False)
+"""
+
 #: generous bound for a subprocess that should end by itself (a loaded 2-core machine)
 PROCESS_TIMEOUT_S = 240
 
@@ -62,3 +71,17 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
     }
+
+
+def run_numbers(folder: Path) -> tuple[dict, dict]:
+    """The numbers of a finished run folder: its summary (without the wall-clock timing) and
+    every data variable of its ``result.nc``."""
+    import json
+
+    import xarray as xr
+
+    summary = json.loads((folder / "summary.json").read_text())
+    summary.pop("timing")  # wall-clock facts, not results
+    with xr.open_dataset(folder / "result.nc", engine="h5netcdf") as ds:
+        arrays = {name: ds[name].values.copy() for name in ds.data_vars}
+    return summary, arrays

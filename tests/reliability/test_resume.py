@@ -7,7 +7,6 @@ the checkpoint reuses the stored simulation.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,18 +14,10 @@ import time
 
 import numpy as np
 import pytest
-import xarray as xr
-from reliability_helpers import PROCESS_TIMEOUT_S, TINY
+from reliability_helpers import PROCESS_TIMEOUT_S, RUN_API, TINY, run_numbers
 
 from sgdfluct.io import PAUSE_ENV, PAUSE_MARKER_ENV
 
-_RUN_API = """
-import sys, tomllib
-from sgdfluct.config import config_from_dict
-from sgdfluct.runner import run_experiment
-config = config_from_dict(tomllib.loads(open(sys.argv[1]).read()))
-run_experiment(config, sys.argv[2], figures=False)
-"""
 #: write steps of a run (resume key, marker, simulation checkpoint, config.toml, result.nc,
 #: summary.json, commit)
 WRITE_STEPS = 7
@@ -38,19 +29,11 @@ RANDOM_POINTS = 1
 
 def _run(cfg, out, env=None):
     return subprocess.run(
-        [sys.executable, "-c", _RUN_API, str(cfg), str(out)],
+        [sys.executable, "-c", RUN_API, str(cfg), str(out)],
         env={**os.environ, **(env or {})},
         check=False,
         timeout=PROCESS_TIMEOUT_S,
     )
-
-
-def _numbers(folder):
-    summary = json.loads((folder / "summary.json").read_text())
-    summary.pop("timing")  # wall-clock facts, not results
-    with xr.open_dataset(folder / "result.nc", engine="h5netcdf") as ds:
-        arrays = {name: ds[name].values.copy() for name in ds.data_vars}
-    return summary, arrays
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +42,7 @@ def reference(tmp_path_factory):
     cfg = folder / "c.toml"
     cfg.write_text(TINY)
     assert _run(cfg, folder / "out").returncode == 0
-    return cfg, _numbers(folder / "out")
+    return cfg, run_numbers(folder / "out")
 
 
 def _kill_points(seed: int) -> list[int]:
@@ -75,7 +58,7 @@ def test_killed_run_resumes_with_identical_numbers(tmp_path, record, reference, 
     out = tmp_path / "out"
     marker = tmp_path / "steps.log"
     env = {**os.environ, PAUSE_ENV: "0.25", PAUSE_MARKER_ENV: str(marker)}
-    proc = subprocess.Popen([sys.executable, "-c", _RUN_API, str(cfg), str(out)], env=env)
+    proc = subprocess.Popen([sys.executable, "-c", RUN_API, str(cfg), str(out)], env=env)
     deadline = time.monotonic() + PROCESS_TIMEOUT_S
     while len(marker.read_text().splitlines() if marker.exists() else []) < step:
         assert proc.poll() is None and time.monotonic() < deadline, "run ended before the step"
@@ -86,7 +69,7 @@ def test_killed_run_resumes_with_identical_numbers(tmp_path, record, reference, 
     if step >= AFTER_CHECKPOINT:  # (before it, a slow kill may land a step later: no check)
         assert checkpointed
     assert _run(cfg, out).returncode == 0
-    summary, arrays = _numbers(out)
+    summary, arrays = run_numbers(out)
     record.update(exit=0, traceback=False, expected=0, kill_step=step, resumed=checkpointed)
     assert summary == ref_summary
     assert arrays.keys() == ref_arrays.keys()
@@ -106,7 +89,7 @@ def long_reference(tmp_path_factory):
     cfg = folder / "long.toml"
     cfg.write_text(TINY.replace("steps = 2000", f"steps = {LONG_STEPS}"))
     assert _run(cfg, folder / "out").returncode == 0
-    return cfg, _numbers(folder / "out")
+    return cfg, run_numbers(folder / "out")
 
 
 def _wait_for_checkpoint(proc, folder, pattern):
@@ -120,8 +103,10 @@ def _wait_for_checkpoint(proc, folder, pattern):
 def _checkpoint_step(path):
     import pickle
 
-    with path.open("rb") as fh:
-        return pickle.load(fh)["k"]  # our own checkpoint, written by the test's run
+    from sgdfluct.simulate._checkpoint import MAGIC
+
+    # our own checkpoint, written by the test's run: the magic, the SHA-256, then the pickle
+    return pickle.loads(path.read_bytes()[len(MAGIC) + 32 :])["k"]
 
 
 def test_run_killed_mid_simulation_resumes_bitwise(
@@ -132,7 +117,7 @@ def test_run_killed_mid_simulation_resumes_bitwise(
     cfg, (ref_summary, ref_arrays) = long_reference
     out = tmp_path / "out"
     env = {**os.environ, "SGDFLUCT_CHECKPOINT_SECONDS": "0"}
-    proc = subprocess.Popen([sys.executable, "-c", _RUN_API, str(cfg), str(out)], env=env)
+    proc = subprocess.Popen([sys.executable, "-c", RUN_API, str(cfg), str(out)], env=env)
     resume = tmp_path / ".out.resume"
     _wait_for_checkpoint(proc, resume, "*.ckpt")
     time.sleep(np.random.default_rng(global_random_seed).uniform(0.0, 0.3))
@@ -143,7 +128,7 @@ def test_run_killed_mid_simulation_resumes_bitwise(
     assert 0 < step < LONG_STEPS, step  # killed mid-simulation
     assert _run(cfg, out).returncode == 0
     record.update(exit=0, traceback=False, expected=0, killed_at_step=int(step))
-    summary, arrays = _numbers(out)
+    summary, arrays = run_numbers(out)
     assert summary == ref_summary
     for name, array in arrays.items():
         np.testing.assert_array_equal(array, ref_arrays[name], err_msg=name)
@@ -172,7 +157,7 @@ def test_sweep_cell_killed_mid_simulation_resumes_bitwise(tmp_path, record, long
     rerun = subprocess.run(command, check=False, timeout=PROCESS_TIMEOUT_S)
     assert rerun.returncode == 0
     record.update(exit=0, traceback=False, expected=0, killed_at_step=int(step))
-    summary, arrays = _numbers(out / "cells" / "data.seed=0__rep=0")
+    summary, arrays = run_numbers(out / "cells" / "data.seed=0__rep=0")
     assert summary == ref_summary
     for name, array in arrays.items():
         np.testing.assert_array_equal(array, ref_arrays[name], err_msg=name)

@@ -9,8 +9,11 @@ statistics; the subspace sketch to round-off).
 
 The file is a pickle written atomically (temporary file + ``os.replace``), tagged with a
 fingerprint of the data, the start and every argument that changes the numbers; a checkpoint of a
-different run is refused with :class:`~sgdfluct.errors.ConfigError`. Load checkpoints only from
-folders you trust (pickle).
+different run is refused with :class:`~sgdfluct.errors.ConfigError`. The pickle is framed by a
+magic string and the SHA-256 of its bytes, verified before anything is unpickled: a damaged file
+(truncated, zeroed, flipped bytes: a power cut, a full disk) is discarded with a one-line warning
+on stderr and the run restarts from step 0, which gives bitwise the same result. Load checkpoints
+only from folders you trust (pickle).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,10 +30,13 @@ import numpy as np
 
 from sgdfluct.errors import ConfigError, OutputError
 
-__all__ = ["FORMAT", "Checkpoint", "fingerprint"]
+__all__ = ["FORMAT", "MAGIC", "Checkpoint", "fingerprint"]
 
 #: bumped when the checkpoint layout changes (an older file is then refused, not misread)
-FORMAT = 1
+FORMAT = 2
+#: first bytes of a checkpoint file, followed by the SHA-256 (32 bytes) of the pickle after it
+MAGIC = b"SGDFLUCT-CKPT\n"
+_DIGEST_BYTES = 32
 
 
 def fingerprint(arrays: list[np.ndarray], params: dict[str, Any]) -> str:
@@ -71,10 +78,30 @@ class Checkpoint:
         if not self.path.exists():
             return None
         try:
-            with self.path.open("rb") as fh:
-                state = pickle.load(fh)
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
+            blob = self.path.read_bytes()
+        except OSError as exc:
             raise OutputError(f"checkpoint {self.path} cannot be read: {exc}") from None
+        head = len(MAGIC) + _DIGEST_BYTES
+        payload = blob[head:]
+        intact = (
+            blob.startswith(MAGIC)
+            and len(blob) > head
+            and hashlib.sha256(payload).digest() == blob[len(MAGIC) : head]
+        )
+        state = None
+        if intact:
+            try:
+                state = pickle.loads(payload)
+            except Exception:
+                intact = False
+        if not intact:
+            reason = "truncated" if len(blob) <= head else "checksum mismatch"
+            sys.stderr.write(
+                f"warning: checkpoint {str(self.path)!r} is damaged ({reason}): discarded, the "
+                "simulation restarts from step 0\n"
+            )
+            self.path.unlink(missing_ok=True)
+            return None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ConfigError(f"checkpoint {self.path} has an unknown format; delete it to restart")
         if state.get("tag") != self.tag:
@@ -92,8 +119,10 @@ class Checkpoint:
         """Write ``state`` atomically."""
         tmp = self.path.with_name(self.path.name + f".tmp{os.getpid()}")
         try:
+            payload = pickle.dumps({**state, "format": FORMAT, "tag": self.tag}, protocol=5)
             with tmp.open("wb") as fh:
-                pickle.dump({**state, "format": FORMAT, "tag": self.tag}, fh, protocol=5)
+                fh.write(MAGIC + hashlib.sha256(payload).digest())
+                fh.write(payload)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
