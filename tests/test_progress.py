@@ -127,3 +127,19 @@ def test_sweep_into_a_file_logs_each_cell(tmp_path: Path, quiet: bool) -> None:
     finished = [ln for ln in lines if ": finished " in ln]
     assert [ln.split("cells")[0] for ln in finished] == ["[sweep] 1/2 ", "[sweep] 2/2 "]
     assert "ETA" in finished[0] and "\r" not in text  # no bar redraws in a file
+
+
+@pytest.mark.slow
+def test_reproduce_into_a_file_logs_cells_and_claims(tmp_path: Path) -> None:
+    """``sgdfluct reproduce`` with output in a file: cell lines, then one line per claim."""
+    log = tmp_path / "log.txt"
+    cmd = [sys.executable, "-m", "sgdfluct.cli", "reproduce", "--smoke", "--only", "1"]
+    cmd += ["--out", str(tmp_path / "rep"), "--workers", "1"]
+    with log.open("w") as stream:
+        done = subprocess.run(cmd, stdout=stream, stderr=stream, cwd=REPO, timeout=600)
+    text = log.read_text()
+    assert done.returncode == 0, text
+    cells = [ln for ln in text.splitlines() if ln.startswith("[sweep] ") and "finished" in ln]
+    claims = [ln for ln in text.splitlines() if ln.startswith("[claims] ")]
+    assert cells and cells[-1].startswith("[sweep] 4/4 cells")
+    assert claims[-1].startswith("[claims] 1/1 claims") and "1_noise_vs_hessian" in claims[-1]

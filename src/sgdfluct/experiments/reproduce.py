@@ -30,6 +30,7 @@ from sgdfluct.experiments.claims import (
 )
 from sgdfluct.experiments.claims.claim8_probe import PROBE_CLAIM_ID
 from sgdfluct.io import atomic_save_figure
+from sgdfluct.progress import Progress, progress_mode
 from sgdfluct.report import ClaimResult, config_hash, machine_info, write_report
 from sgdfluct.runner import run_experiment_without_figures
 
@@ -148,13 +149,15 @@ def reproduce(
     out_dir : path
         Report folder; sweeps are kept under ``out_dir/sweeps/`` (re-running resumes).
     scale : {"quick", "full"}
-        ``quick``: about 15 minutes on 2 cores; ``full``: 10x longer simulations, larger spectra.
+        ``quick``: 591 s on 2 cores of a quiet machine, 3078 s on a loaded one (load 5-7; the
+        README gives the conditions); ``full``: 10x longer simulations, larger spectra.
     only : sequence of str, optional
         Claim ids (or id prefixes such as ``"7"``) to run; default all.
     workers : int, optional
         Local worker processes for the sweeps (default: all cores).
-    progress : bool
-        Progress bars.
+    progress : bool or {"auto", "bar", "log", "off"}
+        Progress over the sweeps' cells (:func:`~sgdfluct.experiments.sweep.run_sweeps`) and,
+        in ``"log"`` mode (output not a terminal), one line per decided claim.
     """
     if scale not in SCALES:
         raise ConfigError(f"scale = {scale!r} is not allowed: expected one of {SCALES}")
@@ -172,10 +175,18 @@ def reproduce(
     defs = registry.sweep_defs(scale)
     names = dict.fromkeys(c.sweep for c in claims)
     results = _run([defs[name] for name in names], out, workers, progress)
-    claim_results = [
-        _claim_result(c, *results[c.sweep], figures_dir=out / "figures") for c in claims
-    ]
-    claim_results += [c.run(scale, out, workers) for c in standalone]
+    claim_results: list[ClaimResult] = []
+    # one line per decided claim where output is not a terminal (sgdfluct.progress)
+    mode = "log" if progress_mode(progress) == "log" else "off"
+    with Progress(
+        total=len(claims) + len(standalone), desc="claims", mode=mode, unit="claim"
+    ) as bar:
+        for c in claims:
+            claim_results.append(_claim_result(c, *results[c.sweep], figures_dir=out / "figures"))
+            bar.advance(f"{c.id}: {claim_results[-1].verdict}")
+        for s in standalone:
+            claim_results.append(s.run(scale, out, workers))
+            bar.advance(f"{s.id}: {claim_results[-1].verdict}")
     header = {
         "version": __version__,
         "scale": scale,
