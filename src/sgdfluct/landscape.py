@@ -810,6 +810,10 @@ class IVFRResult:
         Per-direction ``sigma_i^2``, ``F_i``, ``k_i``, ``g_i`` (decreasing variance).
     directions : (n, d_l) array
         The unit directions ``p_i`` (rows) in the layer's parameters.
+    calibrated : sgdfluct.ivfr_estimator.CalibratedFit or None
+        The calibrated estimate (directions from the first half of the windows, variances with
+        batch-means errors on the second half, errors-in-variables fit; docs/theory.md §9); only
+        with >= 4 windows. ``psi`` above is the PCA fit (kept for comparison with Feng & Tu).
     """
 
     layer: int
@@ -837,6 +841,7 @@ class IVFRResult:
     curvatures: Array
     slopes: Array
     directions: Array
+    calibrated: Any = None
 
     @property
     def ivfr_holds(self) -> bool:
@@ -912,6 +917,16 @@ def _layer_analysis(
         confidence=confidence,
         replicate=replicate,
     )
+    calibrated = None
+    if window_covs is not None and n_windows >= MIN_CALIBRATION_WINDOWS:
+        calibrated = _calibrated_fit(
+            np.asarray(window_covs, dtype=float),
+            layer_idx,
+            layer,
+            profile_stats,
+            rel_threshold=rel_threshold,
+            confidence=confidence,
+        )
     rho, rho_p = spearman(dirs.variances, flat)  # ranks of log values = ranks of values
     rho_k, rho_k_p = spearman(dirs.variances, curv)
     hess_evals = np.linalg.eigvalsh(0.5 * (hess + hess.T))
@@ -946,7 +961,42 @@ def _layer_analysis(
         curvatures=curv,
         slopes=slopes,
         directions=dirs.directions,
+        calibrated=calibrated,
     )
+
+
+#: windows needed for the calibrated estimate (two halves of >= 2 windows each)
+MIN_CALIBRATION_WINDOWS = 4
+
+
+def _calibrated_fit(
+    covs: Array,
+    layer_idx: NDArray[np.int64],
+    layer: int,
+    profile_stats: Callable[[FluctuationDirections], tuple[Array, Array, Array]],
+    *,
+    rel_threshold: float,
+    confidence: float,
+) -> Any:
+    """The calibrated IVFR estimate from window covariances (docs/theory.md §9): PCA of the first
+    half of the windows, per-window variances along those directions on the second half (batch
+    means), out-of-sample stability, errors-in-variables fit
+    (:func:`sgdfluct.ivfr_estimator.fit_ivfr_calibrated`)."""
+    from sgdfluct.ivfr_estimator import (
+        fit_ivfr_calibrated,
+        out_of_sample_stable,
+        window_variances,
+    )
+
+    half = covs.shape[0] // 2
+    sel = fluctuation_directions(
+        covs[:half].mean(axis=0), layer_idx, layer, rel_threshold=rel_threshold
+    )
+    idx = sel.indices
+    blocks = covs[half:][:, idx[:, None], idx[None, :]]
+    per_window = np.einsum("ia,wab,ib->wi", sel.directions, blocks, sel.directions)
+    meas = out_of_sample_stable(window_variances(per_window), sel.variances)
+    return fit_ivfr_calibrated(meas, profile_stats(sel)[2], confidence=confidence)
 
 
 def ivfr_analysis(
@@ -1075,8 +1125,12 @@ def ivfr_summary(results: Mapping[int, IVFRResult]) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{"ivfr": {"layer_1": {"psi", "psi_ci": [lo, hi], "spearman", "spearman_curvature",
-        "n_directions", ...}, ...}}``; undefined (NaN) values become ``None`` (JSON null).
+        ``{"ivfr": {"layer_1": {"psi", "psi_ci": [lo, hi], "estimator", "spearman",
+        "spearman_curvature", "n_directions", ...}, ...}}``; undefined (NaN) values become
+        ``None`` (JSON null). With >= 4 windows ``psi``, ``psi_ci`` and ``psi_stderr`` are the
+        calibrated estimate (``estimator = "split_eiv"``, details under ``"calibrated"``; ``None``
+        when ψ is not identified, with the reason in ``calibrated.note``) and the PCA fit moves
+        to ``psi_pca``, ``psi_pca_ci``, ``psi_pca_stderr``; otherwise ``estimator = "pca"``.
 
     Examples
     --------
@@ -1089,7 +1143,7 @@ def ivfr_summary(results: Mapping[int, IVFRResult]) -> dict[str, Any]:
     >>> block = ivfr_summary(ivfr_analysis(np.diag([3.0, 2.0, 1.0]), theta, [(1, 3)], x, y,
     ...                                    bootstrap=10, rng=0))
     >>> sorted(block["ivfr"]["layer_1"])[:4]
-    ['curvature_cv', 'hessian_cv', 'n_directions', 'n_dropped']
+    ['curvature_cv', 'estimator', 'hessian_cv', 'n_directions']
     """
     block: dict[str, Any] = {}
     for layer in sorted(results):
@@ -1109,5 +1163,19 @@ def ivfr_summary(results: Mapping[int, IVFRResult]) -> dict[str, Any]:
             "hessian_cv": _json_float(r.hessian_cv),
             "variance_span": _json_float(r.variance_span),
             "n_windows": int(r.n_windows),
+            "estimator": "pca",
         }
+        if r.calibrated is not None:
+            entry = block[f"layer_{layer}"]
+            cal = r.calibrated.to_json()
+            entry.update(
+                psi_pca=entry["psi"], psi_pca_ci=entry["psi_ci"], psi_pca_stderr=entry["psi_stderr"]
+            )
+            entry.update(
+                psi=cal["psi"],
+                psi_ci=cal["psi_ci"] or [None, None],
+                psi_stderr=cal["psi_stderr"],
+                estimator=cal["estimator"],
+                calibrated=cal,
+            )
     return {"ivfr": block}

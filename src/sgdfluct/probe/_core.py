@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,11 @@ from sgdfluct.theory.detailed_balance import relative_commutator
 from sgdfluct.theory.lyapunov import discrete_additive_covariance
 from sgdfluct.theory.noise import batch_factor
 
+from ._contract import check_dtypes_devices, check_modes
+from ._optim import OptimizerWatch
+from ._select import Layer, LayerSpec, discover_layers, parameters_without_gradient, select_layers
+from ._split import SplitRecorder
+from ._stability import check_loss_growth, check_window_stability
 from ._stream import (
     PLATEAU_Z,
     BoundedTrace,
@@ -68,6 +73,13 @@ WINDOW_RELAXATIONS = 100.0
 #: smallest default sketch (columns): layers up to this size get the exact PCA, larger ones a
 #: sketch of O(MIN_SKETCH_SIZE d) memory, top-k variances tight unless the spectrum is flat
 MIN_SKETCH_SIZE = 256
+#: the recorded training loss (plateau test, trace) is on all samples up to this many, else on a
+#: fixed random subset of this size (seeded by ``seed``), so that one record costs one forward
+#: pass of at most 2048 samples whatever N. The subset loss is a fixed function of the weights, so
+#: its stationarity is the weights' as well (the plateau test is as valid); it differs from the
+#: full-set loss by ~ std(per-sample loss) / sqrt(2048). The analysis (profiles, H, C) always
+#: uses the full set
+TRAIN_LOSS_SAMPLES = 2048
 #: grid points of each stored loss profile (odd: the grid contains s = 0)
 PROFILE_POINTS = 41
 #: bisection steps refining each flatness crossing (grid spacing / 2^30)
@@ -85,41 +97,8 @@ _PROFILE_CHUNK = 128
 # ------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Layer:
-    index: int  # 1-based
-    name: str
-    param_names: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-
-    @property
-    def numels(self) -> list[int]:
-        return [math.prod(s) for s in self.shapes]
-
-    @property
-    def dim(self) -> int:
-        return sum(self.numels)
-
-
-def _discover_layers(model: torch.nn.Module) -> list[_Layer]:
-    """A layer is a module's own trainable parameters (a weight matrix with its bias)."""
-    out: list[_Layer] = []
-    for mod_name, mod in model.named_modules():
-        own = [(n, p) for n, p in mod.named_parameters(recurse=False) if p.requires_grad]
-        if not own:
-            continue
-        names = tuple(f"{mod_name}.{n}" if mod_name else n for n, _ in own)
-        out.append(
-            _Layer(
-                index=len(out) + 1,
-                name=mod_name or "model",
-                param_names=names,
-                shapes=tuple(tuple(p.shape) for _, p in own),
-            )
-        )
-    if not out:
-        raise ConfigError("the model has no trainable parameters: nothing to probe")
-    return out
+#: a layer: one module's own trainable parameters, or a selection (``probe._select``)
+_Layer = Layer
 
 
 def _flat(params: Mapping[str, torch.Tensor], layer: _Layer) -> torch.Tensor:
@@ -131,7 +110,7 @@ def _unflat(vec: torch.Tensor, layer: _Layer) -> dict[str, torch.Tensor]:
     lead = vec.shape[:-1]
     parts = torch.split(vec, layer.numels, dim=-1)
     return {
-        n: p.reshape(*lead, *s)
+        n: p.reshape(tuple(lead) + tuple(s))  # a tuple: a 0-dim parameter has no sizes
         for n, p, s in zip(layer.param_names, parts, layer.shapes, strict=True)
     }
 
@@ -235,6 +214,12 @@ class LayerResult:
     window_relaxations: float
     sketch_exact: bool
     notes: tuple[str, ...]
+    #: η of the layer's parameter group(s); NaN when its parameters have different ones
+    learning_rate: float = math.nan
+    #: the calibrated estimate (docs §9; :meth:`FluctuationProbe._calibrated`): the JSON of
+    #: :class:`sgdfluct.ivfr_estimator.CalibratedFit` plus per-direction ``variances``,
+    #: ``stderr``, ``curvature``, ``flatness``, ``n_eff``, ``drift_z``, ``used``
+    ivfr_calibrated: dict[str, Any] = field(default_factory=dict)
 
     @property
     def k(self) -> int:
@@ -302,6 +287,12 @@ class ProbeRun:
     recorder_bytes: int
     analysis_seconds: float
     notes: tuple[str, ...] = field(default=())
+    #: ``{"group", "lr", "weight_decay", "params"}`` per optimizer parameter group (read at
+    #: every step); ``learning_rate`` is the largest η of the probed layers, ``weight_decay``
+    #: the common λ (NaN when the groups differ)
+    param_groups: tuple[dict[str, Any], ...] = ()
+    #: samples of the recorded training loss (all, or a fixed random subset)
+    train_loss_samples: int = 0
 
     def to_summary(self) -> dict[str, Any]:
         """The ``summary.json`` content (``"ivfr": {"layer_L": {psi, psi_ci, spearman}}``)."""
@@ -309,21 +300,36 @@ class ProbeRun:
         layers: dict[str, Any] = {}
         for lr in self.layers:
             key = f"layer_{lr.layer}"
-            a, s = lr.ivfr_all, lr.ivfr_sharp
+            a, s, c = lr.ivfr_all, lr.ivfr_sharp, lr.ivfr_calibrated
             ivfr[key] = {
-                "psi": a.get("psi"),
-                "psi_ci": a.get("psi_ci"),
-                "spearman": a.get("spearman"),
-                "n_directions": a.get("n"),
-                "psi_sharp": s.get("psi"),
-                "psi_sharp_ci": s.get("psi_ci"),
-                "spearman_sharp": s.get("spearman"),
-                "n_sharp": s.get("n"),
+                "estimator": c.get("estimator", "pca"),
+                "psi": c.get("psi") if c else a.get("psi"),
+                "psi_ci": c.get("psi_ci") if c else a.get("psi_ci"),
+                "psi_stderr": c.get("psi_stderr") if c else a.get("psi_stderr"),
+                "spearman": c.get("spearman") if c else a.get("spearman"),
+                "n_directions": c.get("n_directions") if c else a.get("n"),
+                "note": c.get("note", ""),
+                "calibrated": {
+                    k: v
+                    for k, v in c.items()
+                    if k not in ("variances", "stderr", "curvature", "flatness", "used")
+                    and not isinstance(v, np.ndarray)
+                },
+                # Feng & Tu's estimator (PCA of the whole window), labelled as such
+                "psi_pca": a.get("psi"),
+                "psi_pca_ci": a.get("psi_ci"),
+                "spearman_pca": a.get("spearman"),
+                "n_directions_pca": a.get("n"),
+                "psi_pca_sharp": s.get("psi"),
+                "psi_pca_sharp_ci": s.get("psi_ci"),
+                "spearman_pca_sharp": s.get("spearman"),
+                "n_pca_sharp": s.get("n"),
             }
             finite_t = lr.temperature[np.isfinite(lr.temperature)]
             layers[key] = {
                 "name": lr.name,
                 "n_params": lr.n_params,
+                "learning_rate": _none(lr.learning_rate),
                 "n_directions": lr.k,
                 "sketch_exact": lr.sketch_exact,
                 "variance_range": [_none(lr.variances.min()), _none(lr.variances.max())],
@@ -348,9 +354,9 @@ class ProbeRun:
                 "notes": list(lr.notes),
             }
         psis = [
-            f"L{lr.layer} psi={lr.ivfr_all['psi']:.2f}"
+            f"L{lr.layer} psi={ivfr[f'layer_{lr.layer}']['psi']:.2f}"
             for lr in self.layers
-            if lr.ivfr_all.get("psi") is not None
+            if ivfr[f"layer_{lr.layer}"]["psi"] is not None
         ]
         acc = (
             "" if not math.isfinite(self.test_accuracy) else f", test acc {self.test_accuracy:.3f}"
@@ -361,10 +367,11 @@ class ProbeRun:
             "layers": layers,
             "stationarity": {
                 "test": (
-                    f"block means of the training loss change by less than {PLATEAU_Z:g} standard "
-                    "errors (batch means of 10 sub-blocks; successive-difference scatter of "
-                    "the two most recent blocks) over both consecutive pairs of the last three "
-                    "blocks (sliding, checked at every sub-block)"
+                    f"block means of the training loss, and of its logarithm, change by at most "
+                    f"{PLATEAU_Z:g} standard errors (batch means of 10 sub-blocks; "
+                    "successive-difference scatter of the two most recent blocks) over both "
+                    "consecutive pairs of the last three blocks (sliding, checked at every "
+                    "sub-block)"
                 ),
                 "plateau_step": self.plateau_step,
                 "blocks": [[float(m), float(s)] for m, s in self.plateau_blocks],
@@ -377,7 +384,9 @@ class ProbeRun:
                 "batch_size": self.batch_size,
                 "sampling": self.sampling,
                 "batch_factor": self.batch_factor,
-                "weight_decay": self.weight_decay,
+                "weight_decay": _none(self.weight_decay),
+                "param_groups": [dict(g) for g in self.param_groups],
+                "train_loss_samples": self.train_loss_samples,
             },
             "directions": self.directions,
             "flatness_factor": self.flatness_factor,
@@ -572,25 +581,25 @@ class FluctuationProbe:
         bootstrap: int = 1000,
         seed: int = 0,
         near_null_rtol: float = NEAR_NULL_RTOL,
+        loss_samples: int | None = None,
     ) -> None:
         if (learning_rate is None) == (optimizer is None):
             raise ConfigError("give exactly one of learning_rate and optimizer")
-        if optimizer is not None:
-            if not isinstance(optimizer, torch.optim.SGD):
-                raise ConfigError(f"optimizer must be torch.optim.SGD, got {type(optimizer)}")
-            group = optimizer.param_groups[0]
-            if group.get("momentum", 0) or group.get("nesterov", False):
+        if optimizer is not None and weight_decay != 0.0:
+            raise ConfigError(
+                f"weight_decay = {weight_decay} given with optimizer: the weight decay is read "
+                "from optimizer.param_groups; expected weight_decay unset"
+            )
+        if learning_rate is not None:
+            if not (isinstance(learning_rate, int | float) and math.isfinite(learning_rate)):
                 raise ConfigError(
-                    f"optimizer momentum = {group.get('momentum')}: the probe's theory is plain "
-                    "SGD; expected momentum = 0"
+                    f"learning_rate = {learning_rate!r} is out of range: expected a finite "
+                    "value > 0"
                 )
-            learning_rate = float(group["lr"])
-            weight_decay = float(group.get("weight_decay", 0.0))
-        assert learning_rate is not None
-        if not learning_rate > 0:
-            raise ConfigError(f"learning_rate = {learning_rate} is out of range: expected > 0")
-        if weight_decay < 0:
-            raise ConfigError(f"weight_decay = {weight_decay} is out of range: expected >= 0")
+            if not learning_rate > 0:
+                raise ConfigError(f"learning_rate = {learning_rate} is out of range: expected > 0")
+            if not (math.isfinite(weight_decay) and weight_decay >= 0):
+                raise ConfigError(f"weight_decay = {weight_decay} is out of range: expected >= 0")
         if directions not in ("pca", "hessian"):
             raise ConfigError(f"directions = {directions!r}: expected 'pca' or 'hessian'")
         if top_k < 3:
@@ -607,14 +616,13 @@ class FluctuationProbe:
         self.x, self.y = x, y
         self.test_data = test_data
         self.n_train = int(x.shape[0])
+        self._x_loss, self._y_loss = self._loss_subset(loss_samples, int(seed))
         try:
             self.f_s = batch_factor(batch_size, self.n_train, sampling)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        self.learning_rate = float(learning_rate)
         self.batch_size = int(batch_size)
         self.sampling = sampling
-        self.weight_decay = float(weight_decay)
         self.window = int(window)
         self.every = int(every)
         self.top_k = int(top_k)
@@ -633,20 +641,7 @@ class FluctuationProbe:
             raise ConfigError(f"near_null_rtol = {near_null_rtol}: expected 0 < value < 1")
         self.near_null_rtol = float(near_null_rtol)
         self.seed = int(seed)
-        all_layers = _discover_layers(model)
-        if layers == "all":
-            self.layers = all_layers
-        else:
-            chosen = []
-            for v in layers:
-                if not isinstance(v, int) or not 1 <= v <= len(all_layers):
-                    raise ConfigError(
-                        f"layers contains {v!r}: expected integers in [1, {len(all_layers)}]"
-                    )
-                chosen.append(all_layers[v - 1])
-            self.layers = chosen
-        self.all_layers = all_layers
-        self._trainable_names = {n for lay in all_layers for n in lay.param_names}
+        self._setup_model(model, optimizer, learning_rate, weight_decay, layers)
         block = plateau_block if plateau_block is not None else window // 4
         block_records = block // every
         if block_records < 2 * 10:
@@ -672,7 +667,197 @@ class FluctuationProbe:
         self._joint: CoordinateMoments | NystromSketch | None = None
         self._mean_sum: dict[str, torch.Tensor] = {}
         self._mean_count = 0
+        #: the calibrated estimate's projections on directions frozen at mid-window (issue 17)
+        self._split: dict[int, SplitRecorder] = {}
         self._gen = torch.Generator(device="cpu").manual_seed(self.seed)
+
+    def _loss_subset(
+        self, loss_samples: int | None, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples of the recorded training loss: all, or a fixed random subset."""
+        n = self.n_train
+        if loss_samples is None:
+            loss_samples = min(n, TRAIN_LOSS_SAMPLES)
+        if isinstance(loss_samples, bool) or not isinstance(loss_samples, int):
+            raise ConfigError(f"loss_samples = {loss_samples!r}: expected an integer in [1, {n}]")
+        if not 1 <= loss_samples <= n:
+            raise ConfigError(
+                f"loss_samples = {loss_samples} is out of range: expected an integer in [1, {n}] "
+                "(the training set size)"
+            )
+        self.loss_samples = loss_samples
+        if loss_samples == n:
+            return self.x, self.y
+        pick = np.sort(np.random.default_rng([seed, 7]).choice(n, loss_samples, replace=False))
+        idx = torch.as_tensor(pick, device=self.x.device)
+        return self.x[idx], self.y[idx]
+
+    def _setup_model(
+        self,
+        model: torch.nn.Module,
+        optimizer: Any,
+        learning_rate: float | None,
+        weight_decay: float,
+        layers: str | Sequence[LayerSpec],
+    ) -> None:
+        """Trained parameters, their η and λ, and the layers (docs/theory.md §11).
+
+        The trained parameters are those with ``requires_grad`` in an optimizer parameter group
+        (every parameter with ``requires_grad`` when only ``learning_rate`` is given); of these,
+        the ones the loss depends on are probed (``probe._select``).
+        """
+        check_modes(model, "FluctuationProbe(...)")
+        named = dict(model.named_parameters())
+        self._hook: Any = None
+        self._watch = OptimizerWatch(optimizer, named) if optimizer is not None else None
+        self._setup_notes: list[str] = []
+        self._restarts: list[str] = []
+        if self._watch is not None:
+            lr_of = self._watch.settings.learning_rate
+            frozen = [n for n, p in named.items() if p.requires_grad and n not in lr_of]
+            if frozen:
+                self._setup_notes.append(
+                    f"parameter(s) {frozen} are in no optimizer parameter group: frozen, not probed"
+                )
+        else:
+            self._lr_given = float(learning_rate)  # type: ignore[arg-type]
+            lr_of = {n: self._lr_given for n, p in named.items() if p.requires_grad}
+        #: names of the trained parameters, in model order
+        self._trained = [n for n, p in named.items() if p.requires_grad and n in lr_of]
+        self._read_settings(float(weight_decay))
+        check_dtypes_devices(named, self.x, self._trained)
+        unused = parameters_without_gradient(model, self.loss_fn, self.x, self.y, self._trained)
+        if unused:
+            self._setup_notes.append(
+                f"parameter(s) {unused} do not enter the loss (no gradient): not probed"
+            )
+        probed = set(self._trained) - set(unused)
+        all_layers = discover_layers(model, probed.__contains__, self._setup_notes)
+        self.layers = select_layers(model, all_layers, layers, probed.__contains__)
+        self.all_layers = all_layers
+        self._trainable_names = {n for lay in all_layers for n in lay.param_names}
+        self.learning_rate = max(self._layer_lr(lay, strict=False) for lay in self.layers)
+
+    def _read_settings(self, weight_decay: float = 0.0) -> None:
+        """η and λ per trained parameter, from the optimizer (or the constructor's values)."""
+        if self._watch is not None:
+            st = self._watch.settings
+            self._lr_of = {n: st.learning_rate[n] for n in self._trained}
+            self._wd_of = {n: st.weight_decay[n] for n in self._trained}
+        else:  # learning_rate= (no optimizer): one η and λ for every trained parameter
+            self._lr_of = {n: self._lr_given for n in self._trained}
+            self._wd_of = {n: weight_decay for n in self._trained}
+        decays: dict[float, list[str]] = {}
+        for n in self._trained:
+            if self._wd_of[n] > 0:
+                decays.setdefault(self._wd_of[n], []).append(n)
+        self._decay_groups = [(lam, tuple(ns)) for lam, ns in decays.items()]
+        values = set(self._wd_of.values())
+        self.weight_decay = values.pop() if len(values) == 1 else math.nan
+        if hasattr(self, "layers"):
+            self.learning_rate = max(self._layer_lr(lay, strict=False) for lay in self.layers)
+
+    def _layer_lr(self, lay: Layer, *, strict: bool = True) -> float:
+        """η of a layer: NaN when its parameters have different learning rates (``strict``;
+        the largest otherwise)."""
+        values = {self._lr_of[n] for n in lay.param_names}
+        if len(values) == 1:
+            return values.pop()
+        return math.nan if strict else max(values)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """``[{"group", "lr", "weight_decay", "params"}]`` of the trained parameters."""
+        if self._watch is not None:
+            return self._watch.settings.describe()
+        return [
+            {
+                "group": 0,
+                "lr": self.learning_rate,
+                "weight_decay": self.weight_decay,
+                "params": list(self._trained),
+            }
+        ]
+
+    def _check_optimizer(self) -> None:
+        """Re-read the optimizer (every step): η/λ changes restart the burn-in's plateau test
+        and are refused inside the window (``probe._optim.OptimizerWatch``)."""
+        if self._watch is None:
+            return
+        changes = self._watch.check()
+        if not changes:
+            return
+        if self.phase == "window":
+            raise OptimizerWatch.refuse_in_window(changes, self.step, self._window_start)
+        self._read_settings()
+        self.plateau = PlateauMonitor(self.plateau.block_records)
+        self._restarts.append(f"step {self.step}: {'; '.join(changes)}")
+
+    def _restarts_note(self) -> str:
+        if not self._restarts:
+            return ""
+        return (
+            f". The optimizer's learning rate or weight decay changed {len(self._restarts)} "
+            f"time(s) during the burn-in (last at {self._restarts[-1]}), and every change "
+            "restarts the plateau test: keep them constant for the last "
+            f"{3 * self.plateau.block_records * self.every} steps before the window"
+        )
+
+    def attach(self, optimizer: Any) -> FluctuationProbe:
+        """Observe every step of ``optimizer`` (``register_step_post_hook``); returns the probe.
+
+        Replaces the manual :meth:`observe` calls. The hook re-reads every parameter group at
+        every step (η and λ changes: see :meth:`observe`) and is removed when the window is
+        complete (or by :meth:`detach`). A probe built with ``learning_rate=`` checks that the
+        optimizer trains the same parameters with that η and its ``weight_decay``.
+
+        Raises
+        ------
+        ConfigError
+            Already attached; steps already observed; not a plain ``torch.optim.SGD``; or the
+            optimizer disagrees with the probe's ``learning_rate`` / ``weight_decay`` (named).
+        """
+        if self._hook is not None:
+            raise ConfigError("probe.attach(): the probe is already attached to an optimizer")
+        if self.step:
+            raise ConfigError(
+                f"probe.attach() after {self.step} observed step(s): attach before the first step"
+            )
+        if self._watch is None:
+            watch = OptimizerWatch(optimizer, dict(self.model.named_parameters()))
+            st = watch.settings
+            for n in self._trained:
+                if n not in st.learning_rate:
+                    raise ConfigError(
+                        f"parameter {n!r} is trained (requires_grad) but in no parameter group "
+                        "of the attached optimizer: build the probe with optimizer= instead of "
+                        "learning_rate="
+                    )
+                if (st.learning_rate[n], st.weight_decay[n]) != (self._lr_of[n], self._wd_of[n]):
+                    g = st.group_of[n]
+                    raise ConfigError(
+                        f"optimizer.param_groups[{g}] trains {n!r} with lr = "
+                        f"{st.learning_rate[n]:g}, weight_decay = {st.weight_decay[n]:g}, but the "
+                        f"probe was built with learning_rate = {self._lr_of[n]:g}, weight_decay "
+                        f"= {self._wd_of[n]:g}: build the probe with optimizer= (it reads every "
+                        "group)"
+                    )
+            self._watch = watch
+        elif self._watch.optimizer is not optimizer:
+            raise ConfigError("probe.attach(optimizer): not the optimizer the probe was built with")
+
+        def post_step(opt: Any, args: Any, kwargs: Any) -> None:
+            self._observe()
+            if self.done:
+                self.detach()
+
+        self._hook = optimizer.register_step_post_hook(post_step)
+        return self
+
+    def detach(self) -> None:
+        """Remove the optimizer hook of :meth:`attach` (no-op when not attached)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
 
     # -------------------------------------------------------------------- training-time interface
 
@@ -685,13 +870,13 @@ class FluctuationProbe:
         return {n: p.detach() for n, p in self.model.named_parameters()}
 
     def _reg(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        if self.weight_decay == 0:
+        """``Σ_g (λ_g/2) ||w_g||²`` over the trained parameters (per parameter group)."""
+        if not self._decay_groups:
             return torch.zeros((), dtype=self.x.dtype, device=self.x.device)
-        return torch.as_tensor(
-            0.5
-            * self.weight_decay
-            * sum((p**2).sum() for n, p in params.items() if self._trainable(n))
-        )
+        total: Any = 0
+        for lam, names in self._decay_groups:
+            total = total + 0.5 * lam * sum((params[n] ** 2).sum() for n in names)
+        return torch.as_tensor(total)
 
     def _trainable(self, name: str) -> bool:
         return name in self._trainable_names
@@ -703,16 +888,16 @@ class FluctuationProbe:
         return self.loss_fn(out, self.y if target is None else target) + self._reg(params)
 
     def train_loss(self) -> float:
-        """Training loss (with the weight-decay term) at the current weights."""
+        """Training loss (with the weight-decay term) at the current weights.
+
+        On the full training set, or on its fixed subset of ``loss_samples`` samples when the
+        set is larger (``ProbeRun.train_loss_samples``); the model is run through
+        :func:`torch.func.functional_call` on detached parameters (nothing of it is changed).
+        """
         with torch.no_grad():
-            loss = self.loss_fn(self.model(self.x), self.y)
-            if self.weight_decay:
-                loss = loss + 0.5 * self.weight_decay * sum(
-                    (p**2).sum()
-                    for n, p in self.model.named_parameters()
-                    if n in self._trainable_names
-                )
-            return float(loss)
+            params = self._params()
+            out = torch.func.functional_call(self.model, params, (self._x_loss,))
+            return float(self.loss_fn(out, self._y_loss) + self._reg(params))
 
     def observe(self) -> None:
         """Call once after every optimizer step.
@@ -720,13 +905,28 @@ class FluctuationProbe:
         Raises
         ------
         MeasurementError
-            If the plateau test has not passed by ``steps − window`` (when ``steps`` is given).
+            If the plateau test has not passed by ``steps − window`` (when ``steps`` is given),
+            or the optimizer's learning rate or weight decay changed inside the window.
+        ConfigError
+            If the probe is attached to the optimizer (:meth:`attach` calls this itself), a
+            module updates state in its forward pass (BatchNorm or dropout in training mode,
+            ``probe._contract``), or the optimizer gained momentum.
         """
+        if self._hook is not None:
+            raise ConfigError(
+                "probe.observe() called while the probe is attached to the optimizer, which "
+                "observes every step itself: remove the observe() calls (or call detach())"
+            )
+        self._observe()
+
+    def _observe(self) -> None:
         if self.phase == "done":
             return
         self.step += 1
+        self._check_optimizer()
         if self.step % self.every:
             return
+        check_modes(self.model, "observe()")
         loss = self.train_loss()
         if not math.isfinite(loss):
             from sgdfluct.errors import DivergenceError
@@ -740,6 +940,7 @@ class FluctuationProbe:
             if self.plateau.add(loss):
                 self._start_window()
             elif self.steps is not None and self.step > self.steps - self.window:
+                check_loss_growth(self)  # a growing loss is divergence (exit 3), not drift
                 blocks = [(round(m, 6), round(e, 6)) for m, e in self.plateau.blocks]
                 raise MeasurementError(
                     f"no plateau of the training loss by step {self.step} = steps - window "
@@ -747,6 +948,7 @@ class FluctuationProbe:
                     "): the loss is still drifting. Raise sgd.steps, lower the learning rate, or, "
                     "for cross-entropy on separable data (no stationary state: the weights grow "
                     "for ever), add sgd.weight_decay or use model.loss = 'mse'"
+                    + self._restarts_note()
                 )
             return
         self._record()
@@ -787,8 +989,25 @@ class FluctuationProbe:
         for n, p in params.items():
             self._mean_sum[n].add_(p.to(torch.float64))
         self._mean_count += 1
+        if not self._split and self.step - self._window_start >= self.window // 2:
+            self._start_split(params)
+        for lay in self.layers:
+            if lay.index in self._split:
+                self._split[lay.index].update(_flat(params, lay))
         if self.step - self._window_start >= self.window - self.every:
             self.phase = "done"
+
+    def _start_split(self, params: Mapping[str, torch.Tensor]) -> None:
+        """Freeze each layer's directions for the calibrated estimate (docs/theory.md §9): the
+        first half's top-k PCA (the sketch now), or the Hessian directions fixed at the start."""
+        for lay in self.layers:
+            rec = self._recorders[lay.index]
+            w = _flat(params, lay)
+            if isinstance(rec, NystromSketch):
+                var, p = rec.top(min(self.top_k, lay.dim))
+                self._split[lay.index] = SplitRecorder(p, var, w)
+            else:
+                self._split[lay.index] = SplitRecorder(rec.directions.cpu().numpy(), None, w)
 
     def recorder_bytes(self) -> int:
         """Memory of the streaming recorders and window means (bytes)."""
@@ -796,6 +1015,7 @@ class FluctuationProbe:
         return (
             sum(r.nbytes() for r in self._recorders.values())
             + joint
+            + sum(r.nbytes() for r in self._split.values())
             + 8 * sum(t.numel() for t in self._mean_sum.values())
         )
 
@@ -804,6 +1024,7 @@ class FluctuationProbe:
     def _hvp_batch(
         self, params: Mapping[str, torch.Tensor], tangents: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
+        tangents = {n: tangents[n] for n in params}  # jvp needs the primals' key order
         if not torch.is_floating_point(self.y):  # labels (cross-entropy): no tangent to carry
             grad_fn = torch.func.grad(self._full_loss)
 
@@ -919,7 +1140,7 @@ class FluctuationProbe:
         return (flat @ p.T).to(torch.float64).cpu().numpy()
 
     def _layer(self, layer: int) -> _Layer:
-        for lay in self.all_layers:
+        for lay in [*self.layers, *self.all_layers]:  # a probed selection first (e.g. "*.weight")
             if lay.index == layer:
                 return lay
         raise ConfigError(f"layer = {layer}: expected an integer in [1, {len(self.all_layers)}]")
@@ -977,8 +1198,20 @@ class FluctuationProbe:
             raise MeasurementError(
                 f"probe.analyze(): {need} (at step {self.step}); train longer before analysing"
             )
+        check_modes(self.model, "analyze()")
         t0 = time.perf_counter()
-        notes: list[str] = []
+        notes: list[str] = list(self._setup_notes)
+        if self._restarts:
+            notes.append(
+                f"the optimizer's learning rate or weight decay changed {len(self._restarts)} "
+                f"time(s) during the burn-in (last at {self._restarts[-1]}): the plateau test "
+                "restarted at each change; the window ran at constant settings"
+            )
+        if self.loss_samples < self.n_train:
+            notes.append(
+                f"the recorded training loss (plateau test, train_loss) is on a fixed random "
+                f"subset of {self.loss_samples} of the {self.n_train} training samples"
+            )
         dtype = self.x.dtype
         params = {n: (s / self._mean_count).to(dtype) for n, s in self._mean_sum.items()}
         with torch.no_grad():
@@ -1020,6 +1253,8 @@ class FluctuationProbe:
                         (flat @ p_t[lb.index].T).to(torch.float64).cpu().numpy()
                     )
         h_k = 0.5 * (h_k + h_k.T)
+        # exit 3 unless SGD is stable at the window mean (eta lambda_max < 2, mean square)
+        check_window_stability(self, params, p_t, h_k, lam_max)
 
         # joint projected noise C_K (K x K) from per-sample gradients
         def sample_loss(p: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor) -> Any:
@@ -1086,6 +1321,10 @@ class FluctuationProbe:
                 )
             )
 
+        results = [
+            replace(r, ivfr_calibrated=self._calibrated(lay, params, loss0))
+            for r, lay in zip(results, self.layers, strict=True)
+        ]
         test_loss, test_acc = self._test_metrics(params)
         if self.sampling == "epoch_shuffle":
             notes.append(
@@ -1121,6 +1360,8 @@ class FluctuationProbe:
             recorder_bytes=self.recorder_bytes(),
             analysis_seconds=time.perf_counter() - t0,
             notes=tuple(notes),
+            param_groups=tuple(self.param_groups()),
+            train_loss_samples=self.loss_samples,
         )
 
     def _range_projected(
@@ -1256,6 +1497,62 @@ class FluctuationProbe:
             flat[good] = 0.5 * (hi_in + hi_out) - 0.5 * (lo_in + lo_out)
         return flat, scale[:, None] * grid[None, :], prof
 
+    def _calibrated(
+        self, lay: _Layer, params: Mapping[str, torch.Tensor], loss0: float
+    ) -> dict[str, Any]:
+        """The calibrated IVFR estimate of one layer (docs/theory.md §9, "Estimating ψ").
+
+        Directions frozen at mid-window (:class:`SplitRecorder`); variances, AR(1) errors, drift
+        test and effective sample sizes from the second half's projected series
+        (:func:`sgdfluct.ivfr_estimator.series_variances`), PCA directions that lose more than
+        half their variance out of sample left out; curvature ``p_iᵀ H p_i`` and Feng–Tu flatness
+        at the window mean; the errors-in-variables fit.
+        """
+        from sgdfluct.ivfr_estimator import (
+            fit_ivfr_calibrated,
+            out_of_sample_stable,
+            series_variances,
+        )
+
+        rec = self._split.get(lay.index)
+        if rec is None or rec.count < 8:
+            return {"estimator": "split_eiv", "psi": None, "note": "no second-half series"}
+        meas = series_variances(rec.moments)
+        if rec.selection_eigenvalues is not None:
+            meas = out_of_sample_stable(meas, rec.selection_eigenvalues)
+        p = torch.as_tensor(rec.directions, dtype=self.x.dtype, device=self.x.device)
+        curv = np.empty(p.shape[0])
+        for c in range(0, p.shape[0], _HVP_CHUNK):
+            chunk = p[c : c + _HVP_CHUNK]
+            hv = self._hvp_batch(params, self._layer_tangents(params, lay, chunk))
+            flat_hv = torch.cat([hv[n].reshape(chunk.shape[0], -1) for n in lay.param_names], 1)
+            curv[c : c + chunk.shape[0]] = (flat_hv * chunk).sum(1).to(torch.float64).cpu().numpy()
+        flat = np.full(p.shape[0], np.nan)
+        pos = curv > 0
+        if pos.any():
+            flat[pos] = self._flatness(
+                params, lay, p[torch.as_tensor(pos)], loss0, curv[pos], meas.variances[pos]
+            )[0]
+        fit = fit_ivfr_calibrated(meas, flat)
+        out = fit.to_json()
+        used = fit.used
+        rho = spearman(meas.variances[used], flat[used])[0] if used.sum() >= 3 else math.nan
+        out.update(
+            spearman=_none(rho),
+            n_records=rec.count,
+            directions_from="pca_first_half"
+            if rec.selection_eigenvalues is not None
+            else "hessian_window_start",
+            variances=meas.variances,
+            stderr=meas.stderr,
+            n_eff=meas.n_eff,
+            drift_z=meas.drift_z,
+            curvature=curv,
+            flatness=flat,
+            used=used,
+        )
+        return out
+
     def _fit(self, var: Array, flat: Array, gen: np.random.Generator) -> dict[str, Any]:
         ok = np.isfinite(flat) & (flat > 0) & (var > 0)
         out: dict[str, Any] = {
@@ -1303,7 +1600,14 @@ class FluctuationProbe:
         var = np.clip(np.diag(measured).copy(), 0.0, None)
         curv = np.diag(h_l).copy()
         noise = np.clip(np.diag(c_l).copy(), 0.0, None)
-        eta, fs = self.learning_rate, self.f_s
+        eta, fs = self._layer_lr(lay), self.f_s
+        if not math.isfinite(eta):
+            lrs = {n: self._lr_of[n] for n in lay.param_names}
+            notes.append(
+                f"the parameters of this layer have different learning rates ({lrs}): η is not "
+                "one number in the layer, so temperatures and the subspace theory are undefined "
+                "(NaN); probe the parameters separately (layers=[name, ...])"
+            )
         with np.errstate(divide="ignore", invalid="ignore"):
             temp = np.where(
                 curv > 0, fs * eta * noise / (2.0 * np.where(curv > 0, curv, 1.0)), np.nan
@@ -1331,8 +1635,9 @@ class FluctuationProbe:
         m_th = np.full_like(h_l, np.nan)
         err = math.nan
         try:
-            m_th = discrete_additive_covariance(h_l, c_l, learning_rate=eta, batch_factor=fs)
-            err = float(np.linalg.norm(m_th - measured) / np.linalg.norm(measured))
+            if math.isfinite(eta):
+                m_th = discrete_additive_covariance(h_l, c_l, learning_rate=eta, batch_factor=fs)
+                err = float(np.linalg.norm(m_th - measured) / np.linalg.norm(measured))
         except ValueError as exc:
             notes.append(f"subspace theory undefined: {exc}")
         k_min = float(curv[sharp].min()) if sharp.any() else math.nan
@@ -1377,4 +1682,5 @@ class FluctuationProbe:
             window_relaxations=float(relax),
             sketch_exact=exact,
             notes=tuple(notes),
+            learning_rate=eta,
         )
