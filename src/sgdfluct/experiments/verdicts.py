@@ -24,10 +24,13 @@ __all__ = [
     "combine",
     "equivalence_power",
     "equivalence_verdict",
+    "holm",
     "interval_verdict",
     "loglog_slope",
     "mean_interval",
     "seed_interval",
+    "seeds_for_half_width",
+    "t_pvalue_below",
 ]
 
 #: two-sided 95 % normal quantile
@@ -234,3 +237,85 @@ def equivalence_power(
     s = sd * np.sqrt(rng.chisquare(n - 1, size=draws) / (n - 1))
     half = stats.t.ppf(0.5 + level / 2, n - 1) * s / np.sqrt(n)
     return float(np.mean((mean - half > -delta) & (mean + half < delta)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Multiplicity and planning (docs/theory.md §10: exploratory and confirmatory scales)
+# ----------------------------------------------------------------------------------------------
+def t_pvalue_below(values: Sequence[float] | np.ndarray, bound: float) -> float:
+    """One-sided p-value of ``H0: mean >= bound`` against ``mean < bound`` (one-sample t-test).
+
+    The per-seed ``values`` (non-finite ones dropped) are the replication unit, as in
+    :func:`seed_interval`; with fewer than two values (or zero spread) no test can be made and
+    the p-value is 1 (zero spread with every value below ``bound``: 0).
+
+    Examples
+    --------
+    >>> round(t_pvalue_below([-0.02, -0.01, 0.0, -0.015, -0.005], 0.05), 6)
+    3.5e-05
+    """
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return 1.0
+    sd = float(v.std(ddof=1))
+    if sd == 0.0:
+        return 0.0 if float(v.mean()) < bound else 1.0
+    t = (float(v.mean()) - bound) / (sd / np.sqrt(v.size))
+    return float(stats.t.cdf(t, v.size - 1))
+
+
+def holm(pvalues: Sequence[float], alpha: float) -> list[bool]:
+    """Holm's step-down procedure: which of ``m`` hypotheses are rejected at family-wise level
+    ``alpha`` (Holm 1979, Scand. J. Statist. 6, 65-70).
+
+    The ``k``-th smallest p-value (``k = 1..m``) is rejected if it and every smaller one satisfy
+    ``p_(j) <= alpha / (m - j + 1)``. "Some hypothesis rejected" is the same event as for
+    Bonferroni (``min p <= alpha / m``); Holm rejects more of the others.
+
+    Examples
+    --------
+    >>> holm([0.001, 0.04, 0.03], alpha=0.05)
+    [True, False, False]
+    >>> holm([0.001, 0.02, 0.024], alpha=0.05)
+    [True, True, True]
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha = {alpha!r}: expected a number in (0, 1)")
+    p = np.asarray(pvalues, dtype=float)
+    m = p.size
+    reject = [False] * m
+    for rank, i in enumerate(np.argsort(p, kind="stable")):
+        if not p[i] <= alpha / (m - rank):
+            break
+        reject[int(i)] = True
+    return reject
+
+
+def seeds_for_half_width(
+    sd: float, half_width: float, *, level: float = 0.95, minimum: int = 3, cap: int = 40
+) -> int:
+    """Seeds needed for a :func:`seed_interval` of half-width at most ``half_width``.
+
+    The smallest ``n`` in ``[minimum, cap]`` with ``t_{(1+level)/2, n-1} sd / sqrt(n) <=
+    half_width``, planning on the between-seed standard deviation ``sd`` of an exploratory run;
+    ``cap`` when even ``cap`` seeds are not enough (the interval then stays wider than asked: the
+    caller reports the half-width it will reach).
+
+    Examples
+    --------
+    >>> seeds_for_half_width(0.1, 0.05)
+    18
+    >>> seeds_for_half_width(1.0, 0.01, cap=40)
+    40
+    """
+    if not (np.isfinite(sd) and sd >= 0):
+        raise ValueError(f"sd = {sd!r}: expected a finite number >= 0")
+    if not half_width > 0:
+        raise ValueError(f"half_width = {half_width!r}: expected a number > 0")
+    if not 2 <= minimum <= cap:
+        raise ValueError(f"minimum = {minimum!r}, cap = {cap!r}: expected 2 <= minimum <= cap")
+    for n in range(minimum, cap + 1):
+        if stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n) <= half_width:
+            return n
+    return cap

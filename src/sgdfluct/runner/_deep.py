@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from sgdfluct import networks
+from sgdfluct.analysis.paired import error_gap
 from sgdfluct.config import ConfigError, ExperimentConfig
 from sgdfluct.data import Dataset
 from sgdfluct.runner._common import (
@@ -29,6 +30,7 @@ from sgdfluct.runner._common import (
     _simulate,
     _subplots,
 )
+from sgdfluct.theory.layered import layer_block
 
 #: a hidden unit counts as dead when its Gram eigenvalue is below this fraction of the largest
 #: (the same rule as the measurement's range projection, docs/theory.md §8a)
@@ -206,6 +208,13 @@ def _deep(
         eig = np.linalg.eigvalsh(block)
         eig = eig[eig > eig.max() * 1e-8]
         entry["anisotropy"] = float(eig.std() / eig.mean())
+        # claim 7e: continuum minus best theory's error, paired over the same simulated windows
+        windows = np.stack([layer_block(w, shapes, layer) for w in meas.window_covs])
+        continuum = layer_block(theories["continuum"].cov, shapes, layer)
+        gap = error_gap(continuum, layer_block(best.cov, shapes, layer), windows)
+        entry["gap_continuum_minus_renormalized"] = gap.value
+        entry["gap_continuum_minus_renormalized_stderr"] = gap.stderr
+        entry["rel_error_continuum_stderr"] = error_gap(continuum, None, windows).stderr
         layers[f"layer_{layer}"] = entry
     summary["layers"] = layers
     summary["rel_error_discrete"] = max(v["rel_error_renormalized"] for v in layers.values())
