@@ -5,7 +5,8 @@
 * :class:`SubspaceMoments` — exact covariance of the weights projected on k fixed directions.
 * :class:`CoordinateMoments` — exact covariance of a stream of k-vectors (the joint probed
   coordinates of all layers).
-* :class:`PlateauMonitor` / :func:`plateau_test` — the stationarity test of docs/theory.md §11.
+* :class:`PlateauMonitor` / :func:`plateau_test` / :func:`log_plateau_test` — the stationarity
+  test of docs/theory.md §11 (on the loss and on its logarithm: no pass on exponential growth).
 * :class:`BoundedTrace` — a loss trace of at most ``max_len`` points (pairwise averaging).
 """
 
@@ -27,6 +28,7 @@ __all__ = [
     "NystromSketch",
     "PlateauMonitor",
     "SubspaceMoments",
+    "log_plateau_test",
     "plateau_test",
 ]
 
@@ -40,6 +42,11 @@ PLATEAU_SUB_BLOCKS = 10
 #: probability per check for a stationary loss). Set after the first measurements: with 1 SE a
 #: stationary linear control failed 4 consecutive checks (autocorrelation longer than a sub-block)
 PLATEAU_Z = 2.0
+
+
+#: a sketch whose QR costs more than this (d ℓ² flops; 1e9 is ~1 s on one core) is
+#: orthonormalized at :meth:`NystromSketch.top`, not when the window opens
+DEFER_QR_FLOPS = 1e9
 
 
 class NystromSketch:
@@ -67,6 +74,12 @@ class NystromSketch:
     PCA. When ``d <= ℓ`` the test matrix is the identity and ``ΣΩ = Σ``: the PCA is exact.
     Otherwise the top variances are underestimated by at most the spectral tail beyond rank ℓ
     (Tropp et al., Theorem 4.1); reported as ``exact = False``.
+
+    Cost. Each snapshot is one ``d × ℓ`` product and one in-place rank-1 update
+    (``Y.addr_(u, uᵀΩ)``, no ``d × ℓ`` temporary). The Nyström approximation depends on ``Ω``
+    only through its range, so a large sketch (``d ℓ² >`` :data:`DEFER_QR_FLOPS`) keeps the
+    Gaussian ``G`` unorthonormalized while streaming and converts at :meth:`top`: with
+    ``G = QR``, ``ΣQ = (ΣG) R⁻¹`` (no QR stall when the window opens).
     """
 
     def __init__(
@@ -83,7 +96,8 @@ class NystromSketch:
             gauss = torch.randn(
                 self.dim, sketch_size, generator=generator, dtype=torch.float64, device="cpu"
             ).to(ref.device)
-            self.omega, _ = torch.linalg.qr(gauss)
+            self._orthonormal = self.dim * sketch_size**2 <= DEFER_QR_FLOPS
+            self.omega = torch.linalg.qr(gauss)[0] if self._orthonormal else gauss
             self.y = torch.zeros(self.dim, sketch_size, dtype=torch.float64, device=ref.device)
         self.total = torch.zeros(self.dim, dtype=torch.float64, device=ref.device)
         self.count = 0
@@ -92,7 +106,7 @@ class NystromSketch:
         """Add one snapshot (d,)."""
         u = weights.detach().to(torch.float64).reshape(-1) - self.reference
         proj = u if self.omega is None else u @ self.omega
-        self.y.add_(torch.outer(u, proj))
+        self.y.addr_(u, proj)
         self.total.add_(u)
         self.count += 1
 
@@ -122,6 +136,9 @@ class NystromSketch:
             return evals.cpu().numpy(), evecs.T.cpu().numpy()
         om = self.omega
         y = (self.y - n * torch.outer(m, m @ om)) / (n - 1)
+        if not self._orthonormal:  # Y = ΣG with G = QR: ΣQ = Y R⁻¹
+            om, r = torch.linalg.qr(om)
+            y = torch.linalg.solve_triangular(r, y, upper=True, left=False)
         nu = math.sqrt(self.dim) * torch.finfo(torch.float64).eps * float(torch.linalg.norm(y))
         y_nu = y + nu * om
         b = om.T @ y_nu
@@ -223,15 +240,18 @@ def plateau_test(block_means: Array, block_stderrs: Array, *, z: float | None = 
     -------
     bool
         True iff for both consecutive pairs of the last three blocks the change of the block mean
-        is smaller than ``z`` times its standard error:
-        ``|m_{b+1} − m_b| < z sqrt(se_b² + se_{b+1}²)``.
+        is at most ``z`` times its standard error:
+        ``|m_{b+1} − m_b| <= z sqrt(se_b² + se_{b+1}²)`` (a loss constant to the last bit, as
+        full-batch gradient descent at its minimum, passes).
 
     Notes
     -----
     For a stationary loss each change is ~N(0, se²): with ``z = 2`` one check passes with
     probability ≈ 0.9 (both pairs), so a stationary run passes at once; a loss still falling
     by more than two standard errors per block fails. :class:`PlateauMonitor` repeats the test
-    at every completed sub-block (sliding blocks).
+    at every completed sub-block (sliding blocks), together with :func:`log_plateau_test`: on
+    its own this test passes on exponential growth (the scatter of growing sub-block means is
+    as large as the change of the block means).
     """
     z = PLATEAU_Z if z is None else z
     m = np.asarray(block_means, dtype=float)
@@ -240,9 +260,51 @@ def plateau_test(block_means: Array, block_stderrs: Array, *, z: float | None = 
         raise ValueError(f"plateau_test needs >= 3 blocks, got {m.shape} and {s.shape}")
     m3, s3 = m[-3:], s[-3:]
     for a, b in ((0, 1), (1, 2)):
-        if not abs(m3[b] - m3[a]) < z * math.hypot(s3[a], s3[b]):
+        if not abs(m3[b] - m3[a]) <= z * math.hypot(s3[a], s3[b]):
             return False
     return True
+
+
+def log_plateau_test(sub_block_means: Array, *, z: float | None = None) -> bool:
+    """:func:`plateau_test` on the logarithm of the loss: it cannot pass on exponential growth.
+
+    Parameters
+    ----------
+    sub_block_means : (3 · PLATEAU_SUB_BLOCKS,) array
+        The sub-block means of the last three blocks, oldest first.
+    z : float, optional
+        Allowed change in standard errors (default :data:`PLATEAU_Z`).
+
+    Returns
+    -------
+    bool
+        :func:`plateau_test` on the block means of ``log |s_i|`` with the successive-difference
+        standard error of the two most recent blocks; True (no verdict) when the sub-block means
+        change sign or one is zero (a loss that crosses zero is not growing geometrically).
+
+    Notes
+    -----
+    Under growth ``s_i ∝ r^i`` (``r > 1``) the log sub-block means rise by ``log r`` per
+    sub-block, so consecutive log block means differ by ``10 log r``, while the
+    successive-difference standard error of a block mean is ``log r / sqrt(2 · 10)``: the test
+    asks ``10 log r <= z sqrt(2) log r / sqrt(20) = z log r / sqrt(10)``, false for any
+    ``z < 10 sqrt(10) ≈ 32``. Growth at any rate fails, whatever its level (docs/theory.md §11;
+    noise on the logarithms only adds to the scatter when it is comparable with ``log r``). A
+    stationary loss has stationary logarithms: the pass
+    probability barely changes.
+    """
+    s = np.asarray(sub_block_means, dtype=float)
+    k = PLATEAU_SUB_BLOCKS
+    if s.shape != (3 * k,):
+        raise ValueError(f"log_plateau_test needs {3 * k} sub-block means, got {s.shape}")
+    if np.all(s > 0):
+        logs = np.log(s)
+    elif np.all(s < 0):
+        logs = np.log(-s)
+    else:
+        return True
+    means = logs.reshape(3, k).mean(axis=1)
+    return plateau_test(means, np.full(3, _mssd_stderr(logs[k:])), z=z)
 
 
 @dataclass
@@ -290,7 +352,7 @@ class PlateauMonitor:
         # the initial decay must not pass its large scatter off as noise
         ses = np.full(3, _mssd_stderr(subs[k:]))
         self.blocks = list(zip(means.tolist(), ses.tolist(), strict=True))
-        return plateau_test(means, ses)
+        return plateau_test(means, ses) and log_plateau_test(subs)
 
 
 def _mssd_stderr(subs: Array) -> float:

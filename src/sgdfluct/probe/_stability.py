@@ -1,0 +1,247 @@
+"""Stability checks of the probe: the probe is as strict as ``run`` (docs/theory.md §5.4, §11).
+
+* :func:`check_window_stability` — at the window mean ``w̄``: the deterministic bound
+  ``η λ_max(H) < 2`` (:func:`sgdfluct.theory.stability.check_learning_rate`, the check of ``run``)
+  and the mean-square stability of SGD in the probed subspace (:func:`subspace_spectral_radius`).
+* :func:`check_loss_growth` — when the plateau test never passes, a training loss that grows by
+  orders of magnitude is reported as divergence (with ``η``, ``λ_max`` and the bound), not as a
+  run that is merely too short.
+
+Every failure raises :class:`~sgdfluct.errors.UnstableError` or
+:class:`~sgdfluct.errors.DivergenceError` (exit 3), naming ``η``, ``λ_max`` and the bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from sgdfluct.errors import DivergenceError, UnstableError
+from sgdfluct.theory.stability import check_learning_rate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._core import FluctuationProbe
+
+__all__ = [
+    "GROWTH_FACTOR",
+    "MS_ITERATIONS",
+    "MS_RTOL",
+    "check_loss_growth",
+    "check_window_stability",
+    "subspace_spectral_radius",
+]
+
+Array = NDArray[np.float64]
+
+#: power iterations of the second-moment map (each O(n n_out K²)); the Perron root converges at
+#: the rate of the map's second eigenvalue, and only its side of 1 matters
+MS_ITERATIONS = 2000
+#: relative change of the spectral-radius estimate at which the power iteration stops
+MS_RTOL = 1e-7
+#: a loss whose last plateau block mean exceeds the first of the last three by this factor, with
+#: every block above the one before, is growing, not drifting towards a plateau
+GROWTH_FACTOR = 10.0
+#: directions per vectorized Jacobian-vector product
+_JVP_CHUNK = 16
+
+
+def _bound(lam_max: float) -> str:
+    return f"{2.0 / lam_max:.6g}" if lam_max > 0 else "unbounded (lambda_max <= 0)"
+
+
+def _unstable_message(eta: float, lam_max: float, batch_factor: float, rho: float) -> str:
+    return (
+        f"SGD is not mean-square stable at learning_rate = {eta:.6g} (batch factor f_S = "
+        f"{batch_factor:.4g}): in the probed subspace at the window mean the second-moment map "
+        f"has spectral radius {rho:.4g} >= 1, so the SGD second moment diverges and the measured "
+        f"variances are not stationary. lambda_max(H) = {lam_max:.6g}, eta * lambda_max = "
+        f"{eta * lam_max:.6g}; the deterministic bound 2/lambda_max = {_bound(lam_max)} is not "
+        "sufficient at this batch size: lower the learning rate or raise the batch size"
+    )
+
+
+def subspace_spectral_radius(
+    hessian: Array,
+    sample_factors: Array,
+    *,
+    learning_rate: float,
+    batch_factor: float,
+    max_iter: int = MS_ITERATIONS,
+    rtol: float = MS_RTOL,
+) -> float:
+    """Spectral radius of the SGD second-moment map compressed to K directions.
+
+    Parameters
+    ----------
+    hessian : (K, K) array
+        ``H_K = Pᵀ H P``, the Hessian of the training loss (with its weight-decay term) in the
+        probed subspace.
+    sample_factors : (n, m, K) array
+        ``B_μ`` with ``B_μᵀ B_μ = A_μ``, the per-sample Gauss–Newton curvature in the subspace
+        (``m`` outputs).
+    learning_rate, batch_factor : float
+        ``η`` and ``f_S`` (docs/theory.md §3).
+
+    Returns
+    -------
+    float
+        ``ρ(T)``; SGD is mean-square stable in the subspace iff ``ρ < 1``.
+
+    Notes
+    -----
+    docs/theory.md §5 in the subspace: a deviation ``u`` from the minimum evolves as
+    ``u ← u − η (A_B u + g_B)``, so its second moment follows
+    ``T(M) = (I − ηH_K) M (I − ηH_K) + η² f_S (K(M) − Ā M Ā)``, ``K(M) = (1/n) Σ_μ A_μ M A_μ``,
+    ``Ā = (1/n) Σ_μ A_μ``: the multiplicative noise of the per-sample curvatures (the part of the
+    gradient noise that grows with the deviation). ``K(M) − Ā M Ā`` is the covariance of
+    ``A_μ M^{1/2}`` and maps PSD matrices to PSD matrices, as does the first term when
+    ``M ⪰ 0``, so ``T`` is a positive map and its spectral radius is the Perron root reached by
+    the power iteration from the identity. For a linear model with the squared loss
+    ``A_μ = x_μ x_μᵀ`` (⊗ I) exactly and, with all directions probed, ``ρ`` is the spectral
+    radius of the exact single-layer map of ``run``
+    (:func:`sgdfluct.theory.discrete.mean_square_spectral_radius` reports the equivalent
+    splitting operator: both are >= 1 together). For other models ``A_μ`` is the Gauss–Newton
+    part of the per-sample Hessian.
+    """
+    h = np.asarray(hessian, dtype=float)
+    b = np.asarray(sample_factors, dtype=float)
+    k = h.shape[0]
+    n = b.shape[0]
+    eta, fs = float(learning_rate), float(batch_factor)
+    step = np.eye(k) - eta * h
+    a_bar = np.einsum("nok,nol->kl", b, b) / max(n, 1)
+
+    def apply(m: Array) -> Array:
+        out = step @ m @ step
+        if fs > 0 and n > 0:
+            bm = np.einsum("nok,kl->nol", b, m)
+            q = np.einsum("nol,npl->nop", bm, b)
+            kmm = np.einsum("nok,nop,npl->kl", b, q, b, optimize=True) / n
+            out = out + eta * eta * fs * (kmm - a_bar @ m @ a_bar)
+        return np.asarray(0.5 * (out + out.T))
+
+    m = np.eye(k) / math.sqrt(k)
+    rho_old = math.inf
+    rho = 0.0
+    for _ in range(max_iter):
+        tm = apply(m)
+        nrm = float(np.linalg.norm(tm))
+        if not nrm > 0:
+            return 0.0
+        rho = nrm  # m has unit Frobenius norm
+        m = tm / nrm
+        if abs(rho - rho_old) <= rtol * rho:
+            break
+        rho_old = rho
+    return rho
+
+
+def _sample_factors(
+    probe: FluctuationProbe, params: Mapping[str, torch.Tensor], dirs: Mapping[int, torch.Tensor]
+) -> Array:
+    """``B_μ = Λ_μ^{1/2} J_μ P`` (n, m, K): Jacobian-vector products of the model's outputs along
+    the probed directions, weighted by the square root of the per-sample loss Hessian in the
+    outputs ``Λ_μ`` (PSD part)."""
+    fn = torch.func.functional_call
+    model, x, y = probe.model, probe.x, probe.y
+
+    def outputs(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return fn(model, p, (x,))
+
+    def one(t: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.func.jvp(outputs, (dict(params),), (t,))[1]
+
+    cols = []
+    for lay in probe.layers:
+        p = dirs[lay.index]
+        for c in range(0, p.shape[0], _JVP_CHUNK):
+            tangents = probe._layer_tangents(params, lay, p[c : c + _JVP_CHUNK])
+            cols.append(torch.func.vmap(one)(tangents))  # (chunk, n, ...)
+    with torch.no_grad():
+        out = outputs(dict(params))
+    jac = torch.cat(cols).reshape(-1, out.shape[0], int(np.prod(out.shape[1:], dtype=int)))
+    jac_np = jac.permute(1, 2, 0).to(torch.float64).cpu().numpy()  # (n, m, K)
+
+    def sample_loss(o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return probe.loss_fn(o.reshape(1, *out.shape[1:]), t.unsqueeze(0))
+
+    flat = out.reshape(out.shape[0], -1).detach()
+    lam = torch.func.vmap(torch.func.hessian(sample_loss))(flat, y)
+    lam_np = lam.reshape(flat.shape[0], flat.shape[1], flat.shape[1]).to(torch.float64)
+    evals, evecs = np.linalg.eigh(
+        0.5 * (lam_np.cpu().numpy() + lam_np.cpu().numpy().swapaxes(1, 2))
+    )
+    root = np.einsum("nij,nj,nkj->nik", evecs, np.sqrt(np.clip(evals, 0.0, None)), evecs)
+    return np.asarray(np.einsum("nij,njk->nik", root, jac_np))
+
+
+def check_window_stability(
+    probe: FluctuationProbe,
+    params: Mapping[str, torch.Tensor],
+    dirs: Mapping[int, torch.Tensor],
+    hessian: Array,
+    lambda_max: float,
+) -> float:
+    """Raise :class:`UnstableError` unless SGD is stable at the window mean; return ``ρ``.
+
+    First the deterministic bound ``η λ_max(H) < 2`` (the check of ``run``), then the
+    mean-square stability of the probed subspace (:func:`subspace_spectral_radius` with the
+    projected Hessian ``hessian`` (K, K) and per-sample curvatures along ``dirs``, layer index →
+    (k_l, d_l) rows), restricted to the eigenvectors of ``hessian`` with eigenvalues above the
+    near-null level ``near_null_rtol · λ_max``: along near-null directions (symmetry orbits of
+    deep linear nets, ReLU rescalings) nothing restores the weights, ``I − ηH`` is the identity
+    there and ``ρ`` would be >= 1 for any η; negative eigenvalues at the window mean are the
+    drift along curved orbits the probe reports separately (docs/theory.md §11).
+    """
+    eta = probe.learning_rate
+    check_learning_rate(lambda_max, eta)
+    theta, evec = np.linalg.eigh(np.asarray(hessian, dtype=float))
+    live = theta > probe.near_null_rtol * lambda_max
+    if not live.any():
+        return 0.0
+    if probe.f_s == 0:
+        factors = np.zeros((0, 1, int(live.sum())))
+    else:
+        factors = _sample_factors(probe, params, dirs) @ evec[:, live]
+    rho = subspace_spectral_radius(
+        np.diag(theta[live]), factors, learning_rate=eta, batch_factor=probe.f_s
+    )
+    if not rho < 1.0:
+        raise UnstableError(_unstable_message(eta, lambda_max, probe.f_s, rho))
+    return rho
+
+
+def check_loss_growth(probe: FluctuationProbe) -> None:
+    """Raise when the training loss grows instead of settling (no plateau by ``steps − window``).
+
+    The last three plateau blocks each above the one before, the last :data:`GROWTH_FACTOR`
+    times the first: SGD is diverging. With ``λ_max(H)`` at the current weights the error is
+    :class:`UnstableError` (``η λ_max >= 2``, the message of ``run``) or
+    :class:`DivergenceError` (below the deterministic bound: the noise makes it unstable).
+    A no-op otherwise (the caller reports a loss still drifting).
+    """
+    means = [m for m, _ in probe.plateau.blocks]
+    if len(means) < 3:
+        return
+    m = means[-3:]
+    if not (0 < m[0] < m[1] < m[2] and m[2] >= GROWTH_FACTOR * m[0]):
+        return
+    growth = f"the training loss grew from {m[0]:.3g} to {m[1]:.3g} to {m[2]:.3g} (block means)"
+    lam_max = probe._lambda_max(probe._params())
+    eta = probe.learning_rate
+    try:
+        check_learning_rate(lam_max, eta)
+    except UnstableError as exc:
+        raise UnstableError(f"{exc}; {growth} by step {probe.step}") from None
+    raise DivergenceError(
+        f"SGD diverges at learning_rate = {eta:.6g}: {growth} by step {probe.step}. "
+        f"lambda_max(H) = {lam_max:.6g} at the current weights, eta * lambda_max = "
+        f"{eta * lam_max:.6g} < 2 (the bound 2/lambda_max = {_bound(lam_max)}): the gradient "
+        "noise makes SGD mean-square unstable below that bound; lower the learning rate or raise "
+        "the batch size"
+    )
