@@ -77,7 +77,7 @@ def _fake_claim8(scale, seeds, *, workers=None):
 
     def layer(mean, lo, hi):
         t = {"n": seeds, "mean": mean, "ci": [lo, hi], "sd": 0.1}
-        return {"psi_sharp": t, "spearman_T_k": t, "sign": "+" if lo > 0 else "0"}
+        return {"psi": t, "psi_sharp": t, "spearman_T_k": t, "sign": "+" if lo > 0 else "0"}
 
     mlp = {"layer_1": layer(-0.1, -0.2, 0.0), "layer_2": layer(-0.3, -0.5, -0.1)}
     return {

@@ -19,7 +19,7 @@ from sgdfluct.probe.claims import (
 
 
 def _layers(*psis: list[float]) -> dict:
-    return {f"layer_{i + 1}": {"psi_sharp": t_interval(v)} for i, v in enumerate(psis)}
+    return {f"layer_{i + 1}": {"psi": t_interval(v)} for i, v in enumerate(psis)}
 
 
 def test_t_interval_matches_student_t() -> None:

@@ -198,6 +198,7 @@ def _run_probe(config: ProbeConfig, *, progress: bool) -> tuple[ProbeRun, dict[s
         bootstrap=p.bootstrap,
         near_null_rtol=p.near_null_rtol,
         seed=s.seed,
+        start=p.start,
     )
     batches = _Batches(data.x.shape[0], s.batch_size, s.sampling, s.seed)
     bar = None

@@ -195,6 +195,19 @@ class ProbeSGDConfig:
         _num("sgd.seed", self.seed, int, 0)
 
 
+def _layer_entry(key: str, value: Any, *, nested: bool = False) -> Any:
+    """One entry of ``probe.layers``: a layer number, a name or glob, or a group (a list)."""
+    if isinstance(value, str):
+        if not value:
+            raise ConfigError(f"{key} = '' is not allowed: expected a module or parameter name")
+        return value
+    if isinstance(value, list | tuple) and not nested:
+        if not value:
+            raise ConfigError(f"{key} = [] is not allowed: expected a non-empty group")
+        return tuple(_layer_entry(f"{key}[{j}]", v, nested=True) for j, v in enumerate(value))
+    return _num(key, value, int, 1)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ProbeSettings:
     """``[probe]``: directions, window and analysis settings (docs/theory.md §11).
@@ -208,28 +221,39 @@ class ProbeSettings:
     directions: str = "pca"
     top_k: int = 50
     window: int = 5000
-    layers: str | tuple[int, ...] = "all"
+    #: "all", or layer numbers (1-based), module / parameter names or globs, and groups (lists)
+    layers: str | tuple[Any, ...] = "all"
     flatness_factor: float = math.e
     device: str = "auto"
     plateau_block: int | None = None
     sketch_size: int | None = None
     bootstrap: int = 1000
     near_null_rtol: float = 1e-3
+    #: when the recording window opens: "plateau" (the plateau test) or a fixed step (Feng &
+    #: Tu's protocol: cross-entropy without weight decay has no plateau)
+    start: str | int = "plateau"
 
     def __post_init__(self) -> None:
         _choice("probe.directions", self.directions, ("pca", "hessian"))
+        if isinstance(self.start, str):
+            _choice("probe.start", self.start, ("plateau",))
+        else:
+            _num("probe.start", self.start, int, 1)
         _num("probe.top_k", self.top_k, int, 3, 100_000)
         _num("probe.window", self.window, int, 1)
         if isinstance(self.layers, str):
             _choice("probe.layers", self.layers, ("all",))
         elif isinstance(self.layers, list | tuple) and self.layers:
-            for i, v in enumerate(self.layers):
-                _num(f"probe.layers[{i}]", v, int, 1)
-            object.__setattr__(self, "layers", tuple(self.layers))
+            object.__setattr__(
+                self,
+                "layers",
+                tuple(_layer_entry(f"probe.layers[{i}]", v) for i, v in enumerate(self.layers)),
+            )
         else:
             raise ConfigError(
                 f"probe.layers = {self.layers!r} is not allowed: expected 'all' or a non-empty "
-                "list of layer numbers (1-based)"
+                "list of layer numbers (1-based), module or parameter names or globs ('fc*', "
+                "'*.weight'), or lists of these (one layer each)"
             )
         _num("probe.flatness_factor", self.flatness_factor, float, 1.0, None, open_low=True)
         _choice("probe.device", self.device, ("auto", "cpu", "cuda"))
@@ -263,6 +287,11 @@ class ProbeConfig:
             raise ConfigError(
                 f"sgd.batch_size = {s.batch_size} is out of range: expected an integer in "
                 f"[1, {n_train}] (the training set size) for sampling = {s.sampling!r}"
+            )
+        if not isinstance(p.start, str) and p.start + p.window > s.steps:
+            raise ConfigError(
+                f"probe.start = {p.start} is out of range: expected an integer in "
+                f"[1, {s.steps - p.window}] (probe.start + probe.window <= sgd.steps)"
             )
         if p.window >= s.steps:
             raise ConfigError(

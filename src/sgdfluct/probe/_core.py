@@ -70,9 +70,17 @@ WELL_ABOVE_ZERO_RTOL = 1e-2
 DRIFT_SHARE_MAX = 0.5
 #: the window should span this many relaxation times 1/(η k_min) (docs/theory.md §11: 100/(η k_min))
 WINDOW_RELAXATIONS = 100.0
-#: smallest default sketch (columns): layers up to this size get the exact PCA, larger ones a
-#: sketch of O(MIN_SKETCH_SIZE d) memory, top-k variances tight unless the spectrum is flat
+#: smallest default sketch (columns) while it fits SKETCH_FLOOR_BYTES: layers up to this size
+#: get the exact PCA, larger ones a sketch of O(MIN_SKETCH_SIZE d) memory, top-k variances tight
+#: unless the spectrum is flat
 MIN_SKETCH_SIZE = 256
+#: the MIN_SKETCH_SIZE floor applies while the largest probed layer's sketch (Y and Ω, float64:
+#: 16 ℓ bytes a parameter) fits in this many bytes; above, the default is ℓ = k + p with the
+#: oversampling p = SKETCH_OVERSAMPLING_FACTOR·k + SKETCH_OVERSAMPLING_MIN (memory 16 (k + p) + 24
+#: bytes a parameter: Y, Ω, the reference, the running sum and the window mean)
+SKETCH_FLOOR_BYTES = 64 * 2**20
+SKETCH_OVERSAMPLING_FACTOR = 1
+SKETCH_OVERSAMPLING_MIN = 20
 #: the recorded training loss (plateau test, trace) is on all samples up to this many, else on a
 #: fixed random subset of this size (seeded by ``seed``), so that one record costs one forward
 #: pass of at most 2048 samples whatever N. The subset loss is a fixed function of the weights, so
@@ -90,6 +98,14 @@ MAX_DOUBLINGS = 40
 _HVP_CHUNK = 16
 _SAMPLE_CHUNK = 256
 _PROFILE_CHUNK = 128
+#: ... fewer when the per-item copies (a layer's moved weights, a sample's gradient) would pass
+#: this many bytes: the analysis of a 10⁶-parameter layer holds 64 copies, not 256
+CHUNK_BYTES = 256 * 2**20
+
+
+def _memory_chunk(default: int, item_bytes: int) -> int:
+    """Items per vectorized call: ``default``, or fewer so that they hold <= CHUNK_BYTES."""
+    return max(1, min(default, CHUNK_BYTES // max(item_bytes, 1)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -312,7 +328,8 @@ class ProbeRun:
                 "calibrated": {
                     k: v
                     for k, v in c.items()
-                    if k not in ("variances", "stderr", "curvature", "flatness", "used")
+                    if k
+                    not in ("directions", "variances", "stderr", "curvature", "flatness", "used")
                     and not isinstance(v, np.ndarray)
                 },
                 # Feng & Tu's estimator (PCA of the whole window), labelled as such
@@ -471,6 +488,11 @@ class ProbeRun:
                 ("direction", "direction_b"),
                 pad(lr.weight_cov_measured, 2),
             )
+            cal = lr.ivfr_calibrated
+            for key in ("variances", "stderr", "n_eff", "drift_z", "curvature", "flatness", "used"):
+                if key in cal:  # the calibrated estimate's per-direction values (docs §9)
+                    vals = np.asarray(cal[key], dtype=float)
+                    data[f"calibrated_{key}_{v}"] = ("direction", pad(vals, 1))
         data["subspace_hessian_eigenvalues"] = (
             "subspace_direction",
             np.asarray(self.subspace_hessian_eigenvalues, dtype=float),
@@ -540,7 +562,13 @@ class FluctuationProbe:
     plateau_block : int, optional
         Block length of the plateau test in steps (default ``window // 4``).
     sketch_size : int, optional
-        Columns of the streaming sketch (default ``max(2 top_k + 20, MIN_SKETCH_SIZE)``).
+        Columns ``ℓ`` of the streaming sketch. Default ``k + p`` with the oversampling
+        ``p = top_k + 20`` (:data:`SKETCH_OVERSAMPLING_MIN`), raised to :data:`MIN_SKETCH_SIZE`
+        while the largest probed layer's sketch fits :data:`SKETCH_FLOOR_BYTES` (64 MiB: layers
+        up to ~16 000 parameters); memory ``16 ℓ + 24`` bytes per probed parameter.
+    loss_samples : int, optional
+        Samples of the recorded training loss (plateau test, ``train_loss``): all of them up to
+        :data:`TRAIN_LOSS_SAMPLES`, else a fixed random subset of that many (``seed``).
     test_data : (inputs, targets) tensors, optional
         For the test loss and accuracy at the window mean.
     task : {"auto", "classification", "one_hot", "regression"}
@@ -582,6 +610,7 @@ class FluctuationProbe:
         seed: int = 0,
         near_null_rtol: float = NEAR_NULL_RTOL,
         loss_samples: int | None = None,
+        start: str | int = "plateau",
     ) -> None:
         if (learning_rate is None) == (optimizer is None):
             raise ConfigError("give exactly one of learning_rate and optimizer")
@@ -640,6 +669,20 @@ class FluctuationProbe:
         if not 0 < near_null_rtol < 1:
             raise ConfigError(f"near_null_rtol = {near_null_rtol}: expected 0 < value < 1")
         self.near_null_rtol = float(near_null_rtol)
+        #: when the window opens: "plateau" (the plateau test) or a fixed step (Feng & Tu's
+        #: protocol, for losses without a plateau: cross-entropy without weight decay)
+        if start != "plateau" and not (
+            isinstance(start, int) and not isinstance(start, bool) and start >= 1
+        ):
+            raise ConfigError(
+                f"start = {start!r} is not allowed: expected 'plateau' or a step (integer >= 1)"
+            )
+        if isinstance(start, int) and steps is not None and start + window > steps:
+            raise ConfigError(
+                f"start = {start} is out of range: expected an integer in [1, {steps - window}] "
+                f"(start + window <= steps = {steps})"
+            )
+        self.start = start
         self.seed = int(seed)
         self._setup_model(model, optimizer, learning_rate, weight_decay, layers)
         block = plateau_block if plateau_block is not None else window // 4
@@ -650,7 +693,7 @@ class FluctuationProbe:
                 f"{every}: expected >= 20 (plateau_block >= {20 * every})"
             )
         self.sketch_size = (
-            sketch_size if sketch_size is not None else max(2 * top_k + 20, MIN_SKETCH_SIZE)
+            sketch_size if sketch_size is not None else self._default_sketch_size(top_k)
         )
         if self.sketch_size < top_k:
             raise ConfigError(f"sketch_size = {sketch_size}: expected >= top_k = {top_k}")
@@ -670,6 +713,14 @@ class FluctuationProbe:
         #: the calibrated estimate's projections on directions frozen at mid-window (issue 17)
         self._split: dict[int, SplitRecorder] = {}
         self._gen = torch.Generator(device="cpu").manual_seed(self.seed)
+
+    def _default_sketch_size(self, top_k: int) -> int:
+        """``k + p`` columns (``p = SKETCH_OVERSAMPLING_FACTOR·k + SKETCH_OVERSAMPLING_MIN``),
+        at least ``MIN_SKETCH_SIZE`` while the largest layer's sketch fits SKETCH_FLOOR_BYTES."""
+        k_plus_p = top_k + SKETCH_OVERSAMPLING_FACTOR * top_k + SKETCH_OVERSAMPLING_MIN
+        d_max = max(lay.dim for lay in self.layers)
+        floor = min(MIN_SKETCH_SIZE, SKETCH_FLOOR_BYTES // (16 * d_max))
+        return max(k_plus_p, floor)
 
     def _loss_subset(
         self, loss_samples: int | None, seed: int
@@ -937,7 +988,12 @@ class FluctuationProbe:
             )
         self.trace.add(self.step, loss)
         if self.phase == "burn_in":
-            if self.plateau.add(loss):
+            passed = self.plateau.add(loss)
+            if self.start != "plateau":
+                if self.step >= int(self.start):
+                    self._start_window()
+                return
+            if passed:
                 self._start_window()
             elif self.steps is not None and self.step > self.steps - self.window:
                 check_loss_growth(self)  # a growing loss is divergence (exit 3), not drift
@@ -1201,6 +1257,12 @@ class FluctuationProbe:
         check_modes(self.model, "analyze()")
         t0 = time.perf_counter()
         notes: list[str] = list(self._setup_notes)
+        if self.start != "plateau":
+            notes.append(
+                f"the window opened at the fixed step {self.start} (probe.start), not by the "
+                "plateau test: stationarity was not tested; the calibrated estimate's drift test "
+                "per direction decides which directions count (docs §9)"
+            )
         if self._restarts:
             notes.append(
                 f"the optimizer's learning rate or weight decay changed {len(self._restarts)} "
@@ -1264,8 +1326,11 @@ class FluctuationProbe:
         ps_grad = torch.func.vmap(torch.func.grad(sample_loss), in_dims=(None, 0, 0))
         gsum = np.zeros(big_k)
         ggt = np.zeros((big_k, big_k))
-        for c in range(0, self.n_train, _SAMPLE_CHUNK):
-            g = ps_grad(params, self.x[c : c + _SAMPLE_CHUNK], self.y[c : c + _SAMPLE_CHUNK])
+        chunk = _memory_chunk(
+            _SAMPLE_CHUNK, sum(lay.dim for lay in self.all_layers) * self.x.element_size()
+        )
+        for c in range(0, self.n_train, chunk):
+            g = ps_grad(params, self.x[c : c + chunk], self.y[c : c + chunk])
             proj = (
                 torch.cat(
                     [
@@ -1423,7 +1488,8 @@ class FluctuationProbe:
     ) -> Array:
         """``L(w̄ + s_ij p_i)`` for directions p (k, d_l) and offsets s (k, m); returns (k, m)."""
         k, m = s.shape
-        deltas = (s[:, :, None] * p[:, None, :]).reshape(k * m, -1)
+        rows = torch.arange(k, device=p.device).repeat_interleave(m)
+        s_flat = s.reshape(-1)
 
         def at(delta: torch.Tensor) -> torch.Tensor:
             moved = dict(params)
@@ -1432,9 +1498,11 @@ class FluctuationProbe:
             return self._full_loss(moved)
 
         out = []
+        chunk = _memory_chunk(_PROFILE_CHUNK, lay.dim * p.element_size())
         with torch.no_grad():
-            for c in range(0, deltas.shape[0], _PROFILE_CHUNK):
-                out.append(torch.func.vmap(at)(deltas[c : c + _PROFILE_CHUNK]))
+            for c in range(0, k * m, chunk):  # the (chunk, d_l) offsets, one chunk at a time
+                deltas = s_flat[c : c + chunk, None] * p[rows[c : c + chunk]]
+                out.append(torch.func.vmap(at)(deltas))
         return torch.cat(out).reshape(k, m).to(torch.float64).cpu().numpy()
 
     def _flatness(
@@ -1543,6 +1611,7 @@ class FluctuationProbe:
             directions_from="pca_first_half"
             if rec.selection_eigenvalues is not None
             else "hessian_window_start",
+            directions=rec.directions,
             variances=meas.variances,
             stderr=meas.stderr,
             n_eff=meas.n_eff,

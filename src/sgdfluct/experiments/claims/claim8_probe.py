@@ -55,8 +55,10 @@ PSI_EQUIV = 0.1
 
 RULE = (
     "Digits MLP with two hidden layers (MSE on one-hot targets with weight decay, plain SGD), "
-    "stationary by the plateau test. Per layer, psi is fitted on the sharp directions (curvature "
-    ">= 1e-2 lambda_max(H), drift share < 0.5) in each seed; the seeds (data subset, init, SGD) "
+    "stationary by the plateau test. Per layer, psi is the calibrated estimate of docs §9 "
+    "(directions frozen at mid-window, variances measured on the second half, directions that "
+    "drift, are not resolved or collapse out of sample left out, errors-in-variables fit) in each "
+    "seed; a seed whose psi is not identified gives no value; the seeds (data subset, init, SGD) "
     f"are the replication unit, summarized by the mean and its {CONFIDENCE:.0%} t-interval over "
     f">= {MIN_SEEDS} seeds. holds: some layer's interval lies above 0 (variance larger along "
     f"sharper directions). fails: every layer has >= {MIN_SEEDS} seeds and its interval lies "
@@ -70,6 +72,18 @@ RULE = (
 )
 #: every change of RULE: {"date", "change", "after_seeing_data"}; empty: never changed
 RULE_HISTORY: list[dict[str, Any]] = [
+    {
+        "date": "2026-12-02",
+        "change": (
+            "the statistic changed from the PCA psi on the sharp directions (curvature >= 1e-2 "
+            "lambda_max, drift share < 0.5) to the calibrated estimate (issue 17): on processes "
+            "with a known answer the PCA psi reads -0.5 to -2.3 where there is no relation at "
+            "all, and with directions = 'hessian' the same digits runs gave psi > 0. Made after "
+            "seeing the claim-8 data of waves 1-2 (verdict 'fails' on the PCA statistic); "
+            "thresholds (0, +0.1, 5 seeds) unchanged. The PCA psi stays reported as psi_sharp"
+        ),
+        "after_seeing_data": True,
+    },
     {
         "date": "2026-11-28",
         "change": (
@@ -190,7 +204,12 @@ def _one_seed(args: tuple[str, int, str]) -> dict[str, Any]:
         return {"seed": seed, "kind": kind, "error": f"{type(exc).__name__}: {exc}"}
     layers = {}
     for lr in run.layers:
+        cal = lr.ivfr_calibrated
         layers[lr.layer] = {
+            "psi": cal.get("psi"),
+            "psi_ci_within_seed": cal.get("psi_ci"),
+            "psi_note": cal.get("note", ""),
+            "n_calibrated": cal.get("n_directions"),
             "psi_sharp": lr.ivfr_sharp.get("psi"),
             "psi_all": lr.ivfr_all.get("psi"),
             "n_sharp": lr.ivfr_sharp.get("n"),
@@ -222,6 +241,8 @@ def _summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     for v in range(1, n_layers + 1):
         col = [s["layers"].get(v, {}) for s in ok]
         summary[f"layer_{v}"] = {
+            "psi": t_interval([c.get("psi") for c in col]),
+            "psi_not_identified": sum(1 for c in col if c.get("psi") is None),
             "psi_sharp": t_interval([c.get("psi_sharp") for c in col]),
             "psi_all": t_interval([c.get("psi_all") for c in col]),
             "spearman_T_k": t_interval([c.get("spearman_T_k") for c in col]),
@@ -229,19 +250,19 @@ def _summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
             "drift_share_mean": t_interval([c.get("drift_share_mean") for c in col]),
         }
     for block in summary.values():
-        block["sign"] = _sign(block["psi_sharp"]["ci"])
+        block["sign"] = _sign(block["psi"]["ci"])
     return {"layers": summary, "per_seed": per_seed, "seeds_ok": len(ok)}
 
 
 def claim8_verdict(layers: dict[str, dict[str, Any]]) -> str:
-    """Apply :data:`RULE` to per-layer summaries ``{"layer_l": {"psi_sharp": t_interval(...)}}``.
+    """Apply :data:`RULE` to per-layer summaries ``{"layer_l": {"psi": t_interval(...)}}``.
 
     Returns
     -------
     str
         ``"holds"``, ``"fails"`` or ``"inconclusive"``.
     """
-    psi = {k: b["psi_sharp"] for k, b in layers.items()}
+    psi = {k: b["psi"] for k, b in layers.items()}
     above = [k for k, t in psi.items() if t["ci"] is not None and t["ci"][0] > 0]
     if any(psi[k]["n"] >= MIN_SEEDS for k in above):
         return "holds"
@@ -292,7 +313,7 @@ def measure_claim8(
     layers = mlp["layers"]
     verdict = claim8_verdict(layers)
     positive = [k for k, b in layers.items() if b["sign"] == "+"]
-    carrying = sorted(positive, key=lambda k: -layers[k]["psi_sharp"]["mean"])
+    carrying = sorted(positive, key=lambda k: -layers[k]["psi"]["mean"])
     pattern_mlp = [layers[k]["sign"] for k in sorted(layers)]
     pattern_lin = [lin["layers"][k]["sign"] for k in sorted(lin["layers"])]
     explanation = "undetermined"
@@ -355,7 +376,7 @@ def run_claim8(scale: str, out: Path, workers: int | None) -> ClaimResult:
         )
     cache = out / "probe" / "claim8.json"
     seeds = 2 if scale == "smoke" else PROBE_CLAIM_SEEDS
-    key = {"version": __version__, "scale": scale, "seeds": seeds}
+    key = {"version": __version__, "scale": scale, "seeds": seeds, "estimator": "split_eiv"}
     result: dict[str, Any] | None = None
     if cache.exists():
         stored = json.loads(cache.read_text())
@@ -368,10 +389,11 @@ def run_claim8(scale: str, out: Path, workers: int | None) -> ClaimResult:
     measured: dict[str, Any] = {}
     for net in ("mlp", "linear"):
         for layer, block in sorted(result[net]["layers"].items()):
-            t = block["psi_sharp"]
-            measured[f"psi {net} {layer}"] = (
-                {"value": t["mean"], "ci": t["ci"]} if t["ci"] is not None else t["mean"]
-            )
+            for stat, label in (("psi", "psi"), ("psi_sharp", "psi_pca_sharp")):
+                t = block[stat]
+                measured[f"{label} {net} {layer}"] = (
+                    {"value": t["mean"], "ci": t["ci"]} if t["ci"] is not None else t["mean"]
+                )
         measured[f"seeds on the plateau ({net})"] = result[net]["seeds_ok"]
     for layer, block in sorted(result["mlp"]["layers"].items()):
         t = block["spearman_T_k"]
@@ -400,8 +422,9 @@ def run_claim8(scale: str, out: Path, workers: int | None) -> ClaimResult:
         verdict=result["verdict"],
         figures=tuple(figures),
         details=(
-            "psi fitted on the sharp directions of each layer (curvature >= 1e-2 lambda_max, "
-            "drift share < 0.5), t-interval over seeds (data subset, init and SGD seed); the "
+            "psi: the calibrated estimate of each layer (docs §9; Feng & Tu's PCA psi on the "
+            "sharp directions beside it as psi_pca_sharp), t-interval over seeds (data subset, "
+            "init and SGD seed); the "
             "linear network of the same shape on the same data is the control "
             "(`sgdfluct.experiments.claims.claim8_probe`)."
             + (" Smoke scale: 2 seeds, pipeline check only." if scale == "smoke" else "")
@@ -417,24 +440,28 @@ def _probe_figure(result: dict[str, Any]) -> Any:
 
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    for offset, net, color in ((-0.1, "mlp", "C0"), (0.1, "linear", "C1")):
+    for offset, net, color in ((-0.15, "mlp", "C0"), (0.15, "linear", "C1")):
         layers = sorted(result[net]["layers"])
         for i, layer in enumerate(layers):
-            t = result[net]["layers"][layer]["psi_sharp"]
-            if t["mean"] is None:
-                continue
-            lo, hi = t["ci"] if t["ci"] is not None else (t["mean"], t["mean"])
-            ax.errorbar(
-                i + 1 + offset,
-                t["mean"],
-                yerr=[[t["mean"] - lo], [hi - t["mean"]]],
-                fmt="o",
-                color=color,
-                label=net if i == 0 else None,
-            )
+            for stat, shift, fmt, tag in (("psi", 0.0, "o", ""), ("psi_sharp", 0.06, "x", " PCA")):
+                t = result[net]["layers"][layer][stat]
+                if t["mean"] is None:
+                    continue
+                lo, hi = t["ci"] if t["ci"] is not None else (t["mean"], t["mean"])
+                ax.errorbar(
+                    i + 1 + offset + shift,
+                    t["mean"],
+                    yerr=[[t["mean"] - lo], [hi - t["mean"]]],
+                    fmt=fmt,
+                    color=color,
+                    alpha=1.0 if stat == "psi" else 0.5,
+                    label=f"{net}{tag}" if i == 0 else None,
+                )
     ax.axhline(0.0, color="0.5", lw=0.8)
     ax.set_xlabel("layer")
-    ax.set_ylabel("psi (sharp directions), 95 % t-interval over seeds")
+    ax.set_ylabel("psi (calibrated; x: PCA sharp), 95 % t-interval over seeds")
+    n_layers = max(len(result[n]["layers"]) for n in ("mlp", "linear"))
+    ax.set_xticks(range(1, n_layers + 1))
     ax.legend()
     return fig
 
