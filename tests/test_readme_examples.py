@@ -361,3 +361,14 @@ def test_help_prints_every_exit_code() -> None:
     help_text = " ".join(_cli("--help").split())
     for code, text in exit_code_descriptions():
         assert f"{code} {' '.join(text.split())}" in help_text, code
+
+
+def test_no_install_hint_points_at_pypi() -> None:
+    """sgdfluct installs from its clone: no message or document says `pip install 'sgdfluct[`."""
+    from sgdfluct.errors import install_hint
+
+    files = [*(ROOT / "src").rglob("*.py"), ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+    offending = [str(f) for f in files if re.search(r"pip install[^\n]*sgdfluct\[", f.read_text())]
+    assert not offending
+    assert "--index-url https://download.pytorch.org/whl/cpu" in install_hint("probe")
+    assert install_hint("dask").endswith("pip install -e '.[dask]'")

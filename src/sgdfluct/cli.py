@@ -25,6 +25,7 @@ from sgdfluct.errors import (
     SgdfluctError,
     exit_code,
     exit_code_descriptions,
+    install_hint,
 )
 
 __all__ = ["EXIT_INTERRUPTED", "main"]
@@ -356,7 +357,7 @@ def probe(config_path: Path, out_dir: Path, overwrite: bool, quiet: bool) -> Non
     except ImportError as exc:
         raise ConfigError(
             f"sgdfluct probe needs the optional 'probe' extra (torch, scikit-learn): {exc}; "
-            "install it with: pip install torch==2.13.0 'sgdfluct[probe]'"
+            f"install it {install_hint('probe')}"
         ) from None
     with claim_output_dir(out_dir, kind="probe", overwrite=overwrite) as tmp:
         summary = run_probe_config(config_path, tmp, progress=_show_progress(quiet))

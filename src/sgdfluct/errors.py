@@ -38,6 +38,7 @@ __all__ = [
     "exit_code",
     "exit_code_descriptions",
     "exit_codes_markdown",
+    "install_hint",
 ]
 
 
@@ -151,3 +152,14 @@ def exit_code_descriptions() -> list[tuple[int, str]]:
 def exit_codes_markdown() -> str:
     """The README's list of exit codes (markdown bullets), from :func:`exit_code_descriptions`."""
     return "\n".join(f"- `{code}`: {text}" for code, text in exit_code_descriptions())
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional extra (sgdfluct is installed from its clone, not from PyPI;
+    torch's CPU build first, so that pip never pulls a CUDA build)."""
+    torch_first = (
+        "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu, then "
+        if extra in ("probe", "torch", "bench")
+        else ""
+    )
+    return f"from the sgdfluct clone: {torch_first}pip install -e '.[{extra}]'"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sgdfluct.config import ConfigError
+from sgdfluct.errors import install_hint
 
 if TYPE_CHECKING:
     from sgdfluct.experiments.sweep import Cell, CellFn
@@ -189,7 +190,7 @@ def run_dask(
         from distributed import Client, as_completed
     except ImportError as exc:
         raise ConfigError(
-            "--scheduler needs the optional Dask extra: pip install 'sgdfluct[dask]'"
+            f"--scheduler needs the optional Dask extra: install it {install_hint('dask')}"
         ) from exc
     from sgdfluct.experiments.sweep import run_cell
 

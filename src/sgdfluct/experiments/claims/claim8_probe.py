@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sgdfluct.errors import ConfigError, DivergenceError, MeasurementError
+from sgdfluct.errors import ConfigError, DivergenceError, MeasurementError, install_hint
 
 from ._base import StandaloneClaim
 
@@ -372,7 +372,7 @@ def run_claim8(scale: str, out: Path, workers: int | None) -> ClaimResult:
             expected=PROBE_CLAIM_EXPECTED,
             measured={"error": f"the probe extra is not installed ({exc})"},
             verdict="inconclusive",
-            details="Install it with `pip install torch==2.13.0 'sgdfluct[probe]'`.",
+            details=f"Install it {install_hint('probe')}.",
         )
     cache = out / "probe" / "claim8.json"
     seeds = 2 if scale == "smoke" else PROBE_CLAIM_SEEDS
