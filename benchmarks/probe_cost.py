@@ -131,7 +131,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         run = probe.analyze()
         out["analyze_s"] = time.perf_counter() - t0
         out["analyze_peak_rss_growth_mb"] = _rss_mb() - before
-        out["layers"] = [{"name": lr.name, "k": lr.k, "exact": lr.sketch_exact} for lr in run.layers]
+        out["layers"] = [
+            {"name": lr.name, "k": lr.k, "exact": lr.sketch_exact} for lr in run.layers
+        ]
     return out
 
 
