@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from sgdfluct.cli import main
@@ -11,6 +12,17 @@ from sgdfluct.experiments.claims import CLAIMS, sweep_defs
 from sgdfluct.experiments.verdicts import combine, interval_verdict, loglog_slope, mean_interval
 
 VERDICTS = {"holds", "fails", "inconclusive"}
+#: the fields claims.json adds per claim for the design of its test
+DESIGN_KEYS = {
+    "scale",
+    "evidence",
+    "seeds",
+    "rule_hash",
+    "rule_frozen",
+    "rule_last_changed",
+    "rule_changed_after_data",
+    "seed_plan",
+}
 
 
 def test_reproduce_smoke_writes_report(tmp_path, monkeypatch):
@@ -25,6 +37,7 @@ def test_reproduce_smoke_writes_report(tmp_path, monkeypatch):
     # "7g" matches 7g (double descent) and 7g2 (start dependence below alpha = 1)
     assert [c["id"][:3] for c in claims] == ["1_n", "2_d", "3_s", "7g_", "7g2"]
     for claim in claims:
+        # the contract's keys, then the design of the test (issue 18: added, never renamed)
         assert set(claim) == {
             "id",
             "statement",
@@ -33,7 +46,10 @@ def test_reproduce_smoke_writes_report(tmp_path, monkeypatch):
             "verdict",
             "rule",
             "rule_history",
+            *DESIGN_KEYS,
         }
+        assert claim["scale"] == "smoke" and claim["evidence"] == "pipeline check"
+        assert claim["rule_changed_after_data"] is False and claim["seeds"]["data"]
         assert claim["rule"]
         assert claim["verdict"] in VERDICTS
         assert "error" not in claim["measured"], claim["measured"]
@@ -153,3 +169,45 @@ def test_sweeps_share_one_pool_and_report_failed_cells_per_sweep(tmp_path, monke
     ds, error = results[whole.name]
     assert error == "" and ds is not None and "missing_cells" not in ds.attrs
     assert (tmp_path / "sweeps" / whole.name / "sweep.nc").is_file()
+
+
+def test_full_scale_runs_on_fresh_seeds_with_the_planned_replicates():
+    from sgdfluct.experiments.claims import CLAIMS
+    from sgdfluct.experiments.reproduce import _seeds_of
+
+    quick, full = sweep_defs("quick"), sweep_defs("full")
+    for name, sweep in full.items():
+        q, f = _seeds_of(quick[name]), _seeds_of(sweep)
+        assert not set(q["data"]) & set(f["data"]), name
+        assert not set(q["sgd"]) & set(f["sgd"]), name
+        plans = [c.seed_plan.full_seeds() for c in CLAIMS if c.sweep == name and c.seed_plan]
+        if plans:  # the power calculation sets the confirmatory replicates
+            assert sweep.replicates == max(plans), name
+            # one data set per replicate, shared by the grid points (paired comparisons)
+            assert len(f["data"]) == sweep.replicates, name
+
+
+@pytest.mark.slow
+def test_a_rule_changed_after_its_data_is_flagged(tmp_path, monkeypatch):
+    import dataclasses
+
+    import sgdfluct.experiments.claims as claims
+    from sgdfluct.experiments.reproduce import RULES_FROZEN_FILE, reproduce
+
+    first = reproduce(tmp_path, scale="smoke", only=["3"], workers=1)
+    record = json.loads((tmp_path / "claims.json").read_text())[0]
+    assert record["rule_changed_after_data"] is False
+    assert json.loads((tmp_path / RULES_FROZEN_FILE).read_text())["smoke"][first[0].id]
+    # the same folder (its data already computed), the rule edited: flagged, in the details too
+    spec = next(c for c in claims.CLAIMS if c.id == first[0].id)
+    edited = dataclasses.replace(spec, rule=spec.rule + " (edited)")
+    module = type("M", (), {"CLAIM": edited, "sweeps": claims.claim3_isotropy.sweeps})
+    monkeypatch.setattr(claims, "REGISTRY", claims.ClaimRegistry((module,)))
+    (again,) = reproduce(tmp_path, scale="smoke", only=["3"], workers=1)
+    record = json.loads((tmp_path / "claims.json").read_text())[0]
+    assert record["rule_changed_after_data"] is True
+    assert again.details.startswith("**Rule changed after its this run's data were seen**")
+    assert (
+        record["rule_hash"]
+        != json.loads((tmp_path / RULES_FROZEN_FILE).read_text())["smoke"][first[0].id]["rule_hash"]
+    )

@@ -9,10 +9,13 @@ where it stopped (finished cells under ``DIR/sweeps/<name>/cells/`` are kept).
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import hashlib
 import json
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +27,127 @@ from sgdfluct.config import ConfigError, config_from_dict, config_to_toml
 from sgdfluct.experiments.claims import (
     ClaimSpec,
     Measurement,
+    StandaloneClaim,
     SweepDef,
     require_metrics,
     tidy_log_axes,
 )
 from sgdfluct.experiments.claims.claim8_probe import PROBE_CLAIM_ID
-from sgdfluct.io import atomic_save_figure
+from sgdfluct.io import atomic_save_figure, atomic_write_json, to_jsonable
 from sgdfluct.progress import Progress, progress_mode
 from sgdfluct.report import ClaimResult, config_hash, machine_info, write_report
 from sgdfluct.runner import run_experiment_without_figures
 
-__all__ = ["PROBE_CLAIM_ID", "claim_ids", "reproduce"]
+__all__ = [
+    "EVIDENCE",
+    "PROBE_CLAIM_ID",
+    "RULES_FROZEN_FILE",
+    "DesignedClaimResult",
+    "claim_ids",
+    "reproduce",
+    "rule_hash",
+]
 
 SCALES = ("quick", "full", "smoke")
+#: what a verdict at each scale is evidence of: the quick scale is exploratory (its rules were
+#: revised after seeing quick data), the full scale confirmatory (fresh seeds, rules frozen before
+#: it starts); smoke verdicts carry no weight
+EVIDENCE = {"quick": "exploratory", "full": "confirmatory", "smoke": "pipeline check"}
+#: per scale and claim, the rule's hash and the time it was frozen, written into the report folder
+#: before any cell is computed (a resumed run keeps the first entry)
+RULES_FROZEN_FILE = "rules_frozen.json"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DesignedClaimResult(ClaimResult):
+    """A :class:`~sgdfluct.report.ClaimResult` with the design of its test, added to its
+    ``claims.json`` record: ``scale``, ``evidence``, ``seeds``, ``rule_hash``, ``rule_frozen``,
+    ``rule_last_changed``, ``rule_changed_after_data``, ``seed_plan``."""
+
+    design: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The base record plus the design fields (the base keys are never renamed)."""
+        return {**super().to_json(), **to_jsonable(dict(self.design))}
+
+
+def rule_hash(rule: str) -> str:
+    """Short SHA-256 (12 hex digits) of a rule's text: any change of a threshold changes it."""
+    return hashlib.sha256(rule.encode()).hexdigest()[:12]
+
+
+def _freeze_rules(
+    out: Path, scale: str, claims: Sequence[ClaimSpec | StandaloneClaim]
+) -> dict[str, Any]:
+    """Record each claim's rule hash and the time, before any computing, in
+    ``out/rules_frozen.json``; entries already there (a resumed run) are kept."""
+    path = out / RULES_FROZEN_FILE
+    frozen: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    entries = frozen.setdefault(scale, {})
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    changed = False
+    for claim in claims:
+        if claim.id not in entries:
+            entries[claim.id] = {"rule_hash": rule_hash(claim.rule), "frozen": now}
+            changed = True
+    if changed:
+        atomic_write_json(path, frozen)
+    return dict(entries)
+
+
+def _seeds_of(sweep: SweepDef) -> dict[str, list[int]]:
+    """The data and SGD seeds of a sweep's cells (each replicate a new data set)."""
+    from sgdfluct.experiments.sweep import cells
+
+    grid = cells(_spec(sweep))
+    return {
+        "data": sorted({c.config.data.seed for c in grid}),
+        "sgd": sorted({c.config.sgd.seed for c in grid}),
+        "replicates": [sweep.replicates],
+    }
+
+
+def _with_design(
+    result: ClaimResult,
+    claim: ClaimSpec | StandaloneClaim,
+    scale: str,
+    frozen: Mapping[str, Any],
+    seeds: Mapping[str, Any] | None,
+) -> DesignedClaimResult:
+    """``result`` with its design fields; a rule whose hash differs from the one frozen when the
+    run started is flagged (in ``claims.json`` and at the top of the claim's details)."""
+    entry = frozen.get(claim.id, {})
+    current = rule_hash(result.rule or claim.rule)
+    changed = bool(entry) and entry.get("rule_hash") != current
+    history_dates = [str(h["date"]) for h in claim.rule_history]
+    plan = claim.seed_plan
+    design = {
+        "scale": scale,
+        "evidence": EVIDENCE[scale],
+        "seeds": dict(seeds) if seeds is not None else None,
+        "rule_hash": current,
+        "rule_frozen": entry.get("frozen"),
+        "rule_last_changed": max(history_dates) if history_dates else None,
+        "rule_changed_after_data": changed,
+        "seed_plan": None
+        if plan is None
+        else {
+            **dataclasses.asdict(plan),
+            "full_seeds": plan.full_seeds(),
+            "reached_half_width": plan.reached_half_width(),
+        },
+    }
+    details = result.details
+    if changed:
+        what = "confirmatory" if scale == "full" else "this run's"
+        details = (
+            f"**Rule changed after its {what} data were seen**: the rule's hash is {current}, it "
+            f"was {entry.get('rule_hash')} when this run started ({entry.get('frozen')}). The "
+            "verdict is not confirmatory evidence.\n\n" + details
+        )
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(ClaimResult)}
+    fields["details"] = details
+    return DesignedClaimResult(**fields, design=design)
 
 
 def _spec(sweep: SweepDef) -> Any:
@@ -173,6 +284,7 @@ def reproduce(
     if not claims and not standalone:
         raise ConfigError(f"--only {list(only or [])} matches no claim id: {registry.ids()}")
     defs = registry.sweep_defs(scale)
+    frozen = _freeze_rules(out, scale, [*claims, *standalone])
     names = dict.fromkeys(c.sweep for c in claims)
     results = _run([defs[name] for name in names], out, workers, progress)
     claim_results: list[ClaimResult] = []
@@ -182,14 +294,17 @@ def reproduce(
         total=len(claims) + len(standalone), desc="claims", mode=mode, unit="claim"
     ) as bar:
         for c in claims:
-            claim_results.append(_claim_result(c, *results[c.sweep], figures_dir=out / "figures"))
+            result = _claim_result(c, *results[c.sweep], figures_dir=out / "figures")
+            seeds = _seeds_of(defs[c.sweep])
+            claim_results.append(_with_design(result, c, scale, frozen, seeds))
             bar.advance(f"{c.id}: {claim_results[-1].verdict}")
         for s in standalone:
-            claim_results.append(s.run(scale, out, workers))
+            claim_results.append(_with_design(s.run(scale, out, workers), s, scale, frozen, None))
             bar.advance(f"{s.id}: {claim_results[-1].verdict}")
     header = {
         "version": __version__,
         "scale": scale,
+        "evidence": EVIDENCE[scale],
         "config hashes": {n: config_hash(_spec(defs[n]).text) for n in results},
         "seeds": {
             n: {

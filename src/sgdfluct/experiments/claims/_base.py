@@ -29,12 +29,14 @@ if TYPE_CHECKING:
     from sgdfluct.report import ClaimResult
 
 __all__ = [
+    "FULL_SEED_CAP",
     "GATE_CHANGE",
     "SEED_CHANGE",
     "TODAY",
     "ClaimRegistry",
     "ClaimSpec",
     "Measurement",
+    "SeedPlan",
     "StandaloneClaim",
     "SweepDef",
     "change",
@@ -64,6 +66,64 @@ class SweepDef:
     replicates: int = 1
 
 
+#: the most data seeds the confirmatory (full) scale gives one claim's sweep
+FULL_SEED_CAP = 40
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedPlan:
+    """The power calculation that sets a claim's number of seeds at the full scale.
+
+    The between-seed standard deviation ``quick_sd`` of the quantity that decides the claim was
+    measured at the exploratory (quick) scale; the confirmatory scale gets the fewest seeds whose
+    95 % t-interval has half-width at most ``target_half_width`` at that sd
+    (:func:`~sgdfluct.experiments.verdicts.seeds_for_half_width`), at least ``minimum`` and at most
+    :data:`FULL_SEED_CAP`. Frozen here, before the full scale runs.
+
+    Attributes
+    ----------
+    quantity : str
+        The quantity whose interval decides the claim (its largest-sd grid point when several).
+    quick_sd : float
+        Its between-seed standard deviation at the quick scale.
+    quick_seeds : int
+        The seeds that sd came from.
+    target_half_width : float
+        The half-width the full scale should reach, with ``reason``.
+    source : str
+        Where ``quick_sd`` comes from (a run, with its date).
+    reason : str
+        Why this target (typically a fraction of the distance between the estimate and the rule's
+        threshold, or of the rule's margin).
+    minimum : int
+        Fewest seeds whatever the calculation says.
+    """
+
+    quantity: str
+    quick_sd: float
+    quick_seeds: int
+    target_half_width: float
+    source: str
+    reason: str
+    minimum: int = 5
+
+    def full_seeds(self, cap: int = FULL_SEED_CAP) -> int:
+        """Seeds of the full scale: the power calculation, between ``minimum`` and ``cap``."""
+        from sgdfluct.experiments.verdicts import seeds_for_half_width
+
+        return seeds_for_half_width(
+            self.quick_sd, self.target_half_width, minimum=self.minimum, cap=cap
+        )
+
+    def reached_half_width(self, cap: int = FULL_SEED_CAP) -> float:
+        """The half-width ``full_seeds`` seeds reach at ``quick_sd`` (above target if capped)."""
+        import numpy as np
+        from scipy import stats
+
+        n = self.full_seeds(cap)
+        return float(stats.t.ppf(0.975, n - 1) * self.quick_sd / np.sqrt(n))
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClaimSpec:
     """One claim of docs/theory.md §10, measured from a sweep.
@@ -82,6 +142,9 @@ class ClaimSpec:
     metrics: tuple[str, ...] = ()
     rule: str = ""
     rule_history: tuple[Mapping[str, Any], ...] = ()
+    #: the power calculation of its full-scale seeds; None when data seeds do not decide it
+    #: (within-run standard errors or exact checks)
+    seed_plan: SeedPlan | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +162,7 @@ class StandaloneClaim:
     run: Callable[[str, Path, int | None], ClaimResult]
     rule: str = ""
     rule_history: tuple[Mapping[str, Any], ...] = ()
+    seed_plan: SeedPlan | None = None
 
 
 def require_metrics(ds: xr.Dataset, patterns: Sequence[str], claim: str = "") -> None:
@@ -181,8 +245,14 @@ class ClaimRegistry:
         return [c.id for c in self.claims] + [c.id for c in self.standalone]
 
     def sweep_defs(self, scale: str = "quick") -> dict[str, SweepDef]:
-        """Every module's sweeps at ``scale`` (``"smoke"``: the ``"quick"`` ones shrunk)."""
-        from ._sweeps import shrink
+        """Every module's sweeps at ``scale`` (``"smoke"``: the ``"quick"`` ones shrunk).
+
+        At ``"full"`` (confirmatory) every sweep runs on fresh seeds (:func:`._sweeps.fresh_seeds`:
+        no cell shares a data or SGD seed with the quick scale) and a sweep's replicates are the
+        largest :meth:`SeedPlan.full_seeds` of the claims that read it (the module's own number
+        where no claim has a plan).
+        """
+        from ._sweeps import fresh_seeds, shrink
 
         out: dict[str, SweepDef] = {}
         for module in self.modules:
@@ -191,6 +261,17 @@ class ClaimRegistry:
                 if sweep.name in out:
                     raise ConfigError(f"sweep {sweep.name!r} is defined by two claim modules")
                 out[sweep.name] = shrink(sweep) if scale == "smoke" else sweep
+        if scale == "full":
+            for name, sweep in out.items():
+                plans = [
+                    c.seed_plan.full_seeds() for c in self.claims if c.sweep == name and c.seed_plan
+                ]
+                out[name] = SweepDef(
+                    name=name,
+                    base=fresh_seeds(sweep.base),
+                    grid=sweep.grid,
+                    replicates=max(plans) if plans else sweep.replicates,
+                )
         return out
 
     def with_module(self, module: Any) -> ClaimRegistry:

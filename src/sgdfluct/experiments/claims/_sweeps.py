@@ -17,6 +17,23 @@ from ._base import SweepDef
 SCALES = ("quick", "full", "smoke")
 
 
+#: the confirmatory (full) scale's seeds: every base seed (data, sgd, init) plus this offset, so
+#: that no cell of it shares a seed with the exploratory (quick) scale (replicate r >= 1 derives
+#: its seeds from the base's by SeedSequence, so distinct bases give distinct streams) nor with
+#: claim 3's pilot (data seeds 100-104)
+FULL_SEED_OFFSET = 1_000_000
+
+
+def fresh_seeds(base: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``base`` with every seed (``data.seed``, ``sgd.seed``, ``init.seed``) moved by
+    :data:`FULL_SEED_OFFSET`: the confirmatory scale never reuses an exploratory seed."""
+    out = copy.deepcopy({k: dict(v) for k, v in base.items()})
+    for section in ("data", "sgd", "init"):
+        if section in out and "seed" in out[section]:
+            out[section]["seed"] = int(out[section]["seed"]) + FULL_SEED_OFFSET
+    return out
+
+
 def length_factor(scale: str) -> int:
     """Simulation length multiplier of ``scale``: 10 at ``full``, else 1."""
     return 10 if scale == "full" else 1

@@ -12,7 +12,7 @@ from sgdfluct.experiments.verdicts import (
 )
 
 from ._base import SEED_CHANGE as _SEED_CHANGE
-from ._base import ClaimSpec, Measurement, SweepDef
+from ._base import ClaimSpec, Measurement, SeedPlan, SweepDef
 from ._shared import (
     _errorbar,
     _new_figure,
@@ -23,7 +23,7 @@ from ._shared import (
 )
 from ._sweeps import _SINGLE, _merge
 
-__all__ = ["CLAIM", "sweeps"]
+__all__ = ["CLAIM", "SEED_PLAN", "sweeps"]
 
 
 def _measure_spectra(ds: xr.Dataset) -> Measurement:
@@ -87,7 +87,22 @@ def sweeps(scale: str) -> tuple[SweepDef, ...]:
     )
 
 
+#: the power calculation of the full scale's seeds (issue 18; docs/theory.md §10, "Exploratory
+#: and confirmatory scales")
+SEED_PLAN = SeedPlan(
+    quantity="per-seed log-log slope of the spectral distance vs q",
+    quick_sd=0.0302,
+    quick_seeds=3,
+    target_half_width=0.1,
+    source="README's quick table of 2026-11-28 (interval half-width -> sd; 2-digit rounding)",
+    reason=(
+        "the quick interval [0.35, 0.50] lies 0.35 above 0; a half-width of 0.1 keeps 0 excluded"
+    ),
+)
+
+
 CLAIM = ClaimSpec(
+    seed_plan=SEED_PLAN,
     id="1_noise_vs_hessian_spectrum",
     statement="Single layer: the normalized spectrum of C_0 deviates from that of H most "
     "near alpha -> 1 and converges to it as alpha -> infinity.",

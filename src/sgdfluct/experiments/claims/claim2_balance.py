@@ -17,7 +17,7 @@ from sgdfluct.experiments.verdicts import (
 )
 
 from ._base import SEED_CHANGE as _SEED_CHANGE
-from ._base import ClaimSpec, Measurement
+from ._base import ClaimSpec, Measurement, SeedPlan
 from ._base import change as _change
 from ._shared import (
     _errorbar,
@@ -28,7 +28,7 @@ from ._shared import (
     _values,
 )
 
-__all__ = ["CLAIM", "COMMUTATOR_MIN"]
+__all__ = ["CLAIM", "COMMUTATOR_MIN", "SEED_PLAN"]
 
 #: claim 2: detailed balance "broken" := relative commutator ||[H, C]|| / (||H|| ||C||) above this
 #: at every alpha (round-off gives ~1e-15; 1e-3 is far above it and far below the values of
@@ -95,7 +95,22 @@ def _figure_balance(ds: xr.Dataset) -> Figure:
     return fig
 
 
+#: the power calculation of the full scale's seeds (issue 18; docs/theory.md §10, "Exploratory
+#: and confirmatory scales")
+SEED_PLAN = SeedPlan(
+    quantity="per-seed log-log slope of the commutator vs alpha",
+    quick_sd=0.0342,
+    quick_seeds=3,
+    target_half_width=0.1,
+    source="README's quick table of 2026-11-28 (interval half-width -> sd; 2-digit rounding)",
+    reason=(
+        "the quick interval [-0.82, -0.65] lies 0.65 below 0; a half-width of 0.1 keeps 0 excluded"
+    ),
+)
+
+
 CLAIM = ClaimSpec(
+    seed_plan=SEED_PLAN,
     id="2_detailed_balance_broken",
     statement="Single layer: detailed balance is broken (commutator, current, entropy "
     "production > 0), decreasingly so as alpha grows.",

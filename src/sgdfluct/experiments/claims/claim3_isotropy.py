@@ -18,7 +18,7 @@ from sgdfluct.experiments.verdicts import (
 )
 
 from ._base import SEED_CHANGE as _SEED_CHANGE
-from ._base import ClaimSpec, Measurement, SweepDef
+from ._base import ClaimSpec, Measurement, SeedPlan, SweepDef
 from ._base import change as _change
 from ._shared import (
     _new_figure,
@@ -121,7 +121,7 @@ def _measure_isotropy(ds: xr.Dataset) -> Measurement:
         },
         verdict=verdict,
         details=(
-            f"Single layer, N_i = 20, P = 40, {CLAIM3_SEEDS} data seeds (t-intervals over seeds). "
+            f"Single layer, N_i = 20, P = 40, {aniso.n} data seeds (t-intervals over seeds). "
             f"Holds if Σ is anisotropic (CV of its eigenvalues above {ANISOTROPY_MIN}), the "
             f"curvature p_i^T H p_i along its eigenvectors is nearly constant (its CV below "
             f"{CURVATURE_CV_FRACTION} x the CV of H's eigenvalues) and there is no IVFR, tested "
@@ -169,7 +169,23 @@ def sweeps(scale: str) -> tuple[SweepDef, ...]:
     )
 
 
+#: the power calculation of the full scale's seeds (issue 18; docs/theory.md §10, "Exploratory
+#: and confirmatory scales")
+SEED_PLAN = SeedPlan(
+    quantity="Spearman(sigma_i, F_i), simulation",
+    quick_sd=0.2516,
+    quick_seeds=10,
+    target_half_width=0.1,
+    source="reproduce --quick --only 3, 2026-12-02 (rho = -0.174 [-0.354, 0.006])",
+    reason=(
+        "the quick mean -0.174 lies 0.126 inside the margin -0.3: a half-width of 0.1 "
+        "decides the equivalence if the mean stays there"
+    ),
+)
+
+
 CLAIM = ClaimSpec(
+    seed_plan=SEED_PLAN,
     id="3_single_layer_isotropic_loss",
     statement="Single layer: the weight covariance is anisotropic, yet the curvature along "
     "its eigenvectors is nearly constant (no IVFR).",

@@ -18,7 +18,7 @@ from sgdfluct.experiments.verdicts import (
 
 from ._base import GATE_CHANGE as _GATE_CHANGE
 from ._base import SEED_CHANGE as _SEED_CHANGE
-from ._base import ClaimSpec, Measurement
+from ._base import ClaimSpec, Measurement, SeedPlan
 from ._base import change as _change
 from ._deep import _DEEP_METRICS
 from ._ivfr import (
@@ -33,7 +33,7 @@ from ._shared import (
     _values,
 )
 
-__all__ = ["CLAIM", "PAPER_WIDTH"]
+__all__ = ["CLAIM", "PAPER_WIDTH", "SEED_PLAN"]
 
 #: claim 6 is the paper's configuration (N_i = 20, N_h = N_o = 5); 7b reports every width
 PAPER_WIDTH = 5
@@ -76,7 +76,20 @@ def _measure_ivfr_paper_width(ds: xr.Dataset) -> Measurement:
     )
 
 
+#: the power calculation of the full scale's seeds (issue 18; docs/theory.md §10, "Exploratory
+#: and confirmatory scales")
+SEED_PLAN = SeedPlan(
+    quantity="per-seed psi_2 - psi_1 at N_h = 5 (the largest sd of its three intervals)",
+    quick_sd=0.0475,
+    quick_seeds=5,
+    target_half_width=0.05,
+    source="README's quick table of 2026-11-28 (interval half-width -> sd; 2-digit rounding)",
+    reason="the smallest of its three estimates (psi_2 - psi_1 = 0.086) then lies 0.036 clear of 0",
+)
+
+
 CLAIM = ClaimSpec(
+    seed_plan=SEED_PLAN,
     id="6_two_layer_ivfr",
     statement="Two layers: anisotropic fluctuations from the inter-layer coupling and the "
     "IVFR (psi > 0), strongest in layer 2, unlike a single layer on the same data.",

@@ -12,7 +12,7 @@ import xarray as xr
 
 from ._base import GATE_CHANGE as _GATE_CHANGE
 from ._base import SEED_CHANGE as _SEED_CHANGE
-from ._base import ClaimSpec, Measurement, SweepDef
+from ._base import ClaimSpec, Measurement, SeedPlan, SweepDef
 from ._base import change as _change
 from ._deep import _DEEP_METRICS
 from ._ivfr import (
@@ -24,7 +24,7 @@ from ._ivfr import (
 )
 from ._sweeps import _WIDE, _merge, length_factor
 
-__all__ = ["CLAIM", "OUTPUTS_HIDDEN", "OUTPUT_DIMS", "sweeps"]
+__all__ = ["CLAIM", "OUTPUTS_HIDDEN", "OUTPUT_DIMS", "SEED_PLAN", "sweeps"]
 
 #: claim 7a: hidden width of the design and the output dimensions of its grid (layer 2 keeps
 #: N_o^2 live directions: 9, 16, 36)
@@ -50,7 +50,23 @@ def _measure_outputs(ds: xr.Dataset) -> Measurement:
     return _measure_ivfr_margin(ds, "layer_2")
 
 
+#: the power calculation of the full scale's seeds (issue 18; docs/theory.md §10, "Exploratory
+#: and confirmatory scales")
+SEED_PLAN = SeedPlan(
+    quantity="per-seed psi_2 at the noisiest N_o",
+    quick_sd=0.0785,
+    quick_seeds=5,
+    target_half_width=0.025,
+    source="README's quick table (N_o = 3 of the old design; placeholder)",
+    reason=(
+        "half the practical margin 0.05: a psi at the margin is then told from 0 and from "
+        "the margin"
+    ),
+)
+
+
 CLAIM = ClaimSpec(
+    seed_plan=SEED_PLAN,
     id="7a_ivfr_outputs",
     statement=f"Beyond the paper: IVFR in layer 2 of the two-layer network (N_i = 20, N_h = "
     f"{OUTPUTS_HIDDEN}) for several output dimensions N_o = "

@@ -9,7 +9,7 @@ import xarray as xr
 
 from ._base import GATE_CHANGE as _GATE_CHANGE
 from ._base import SEED_CHANGE as _SEED_CHANGE
-from ._base import ClaimSpec, Measurement
+from ._base import ClaimSpec, Measurement, SeedPlan
 from ._base import change as _change
 from ._deep import _DEEP_METRICS
 from ._ivfr import (
@@ -21,14 +21,30 @@ from ._ivfr import (
     _rule_ivfr_margin,
 )
 
-__all__ = ["CLAIM"]
+__all__ = ["CLAIM", "SEED_PLAN"]
 
 
 def _measure_widths(ds: xr.Dataset) -> Measurement:
     return _measure_ivfr_margin(ds, "layer_2")
 
 
+#: the power calculation of the full scale's seeds (issue 18; docs/theory.md §10, "Exploratory
+#: and confirmatory scales")
+SEED_PLAN = SeedPlan(
+    quantity="per-seed psi_2 at the noisiest N_h",
+    quick_sd=0.041,
+    quick_seeds=5,
+    target_half_width=0.025,
+    source="README's quick table of 2026-11-28 (interval half-width -> sd; 2-digit rounding)",
+    reason=(
+        "half the practical margin 0.05: a psi at the margin is then told from 0 and from "
+        "the margin"
+    ),
+)
+
+
 CLAIM = ClaimSpec(
+    seed_plan=SEED_PLAN,
     id="7b_ivfr_widths",
     statement="Beyond the paper: IVFR for several hidden widths N_h (incl. N_h > N_o, "
     "surplus units from a random start).",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._base import GATE_CHANGE as _GATE_CHANGE
 from ._base import SEED_CHANGE as _SEED_CHANGE
-from ._base import ClaimSpec, SweepDef
+from ._base import ClaimSpec, SeedPlan, SweepDef
 from ._base import change as _change
 from ._deep import _DEEP_METRICS
 from ._ivfr import (
@@ -15,7 +15,7 @@ from ._ivfr import (
 )
 from ._sweeps import _WIDE, _merge, length_factor
 
-__all__ = ["CLAIM", "sweeps"]
+__all__ = ["CLAIM", "SEED_PLAN", "sweeps"]
 
 
 def sweeps(scale: str) -> tuple[SweepDef, ...]:
@@ -32,7 +32,20 @@ def sweeps(scale: str) -> tuple[SweepDef, ...]:
     )
 
 
+#: the power calculation of the full scale's seeds (issue 18; docs/theory.md §10, "Exploratory
+#: and confirmatory scales")
+SEED_PLAN = SeedPlan(
+    quantity="per-seed psi_2 with Student-t inputs (the noisier input)",
+    quick_sd=0.0705,
+    quick_seeds=5,
+    target_half_width=0.05,
+    source="README's quick table of 2026-11-28 (interval half-width -> sd; 2-digit rounding)",
+    reason="both quick estimates (0.075, 0.077) then lie ~0.025 clear of 0",
+)
+
+
 CLAIM = ClaimSpec(
+    seed_plan=SEED_PLAN,
     id="7c_7d_ivfr_inputs",
     statement="Beyond the paper: IVFR with non-whitened (power-law spectrum) and "
     "non-Gaussian (Student-t) inputs.",

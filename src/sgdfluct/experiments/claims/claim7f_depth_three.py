@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from sgdfluct.experiments.verdicts import combine
 
 from ._base import GATE_CHANGE as _GATE_CHANGE
-from ._base import ClaimSpec, Measurement, SweepDef
+from ._base import ClaimSpec, Measurement, SeedPlan, SweepDef
 from ._base import change as _change
 from ._deep import (
     _DEEP_METRICS,
@@ -24,7 +24,7 @@ from ._ivfr import (
 from ._shared import _saturation_gate
 from ._sweeps import _WIDE, _merge, length_factor
 
-__all__ = ["CLAIM", "sweeps"]
+__all__ = ["CLAIM", "SEED_PLAN", "sweeps"]
 
 
 def _measure_depth_three(ds: xr.Dataset) -> Measurement:
@@ -61,7 +61,20 @@ def sweeps(scale: str) -> tuple[SweepDef, ...]:
     )
 
 
+#: the power calculation of the full scale's seeds (issue 18; docs/theory.md §10, "Exploratory
+#: and confirmatory scales")
+SEED_PLAN = SeedPlan(
+    quantity="per-seed psi_3 (last layer)",
+    quick_sd=0.0479,
+    quick_seeds=3,
+    target_half_width=0.05,
+    source="README's quick table of 2026-11-28 (interval half-width -> sd; 2-digit rounding)",
+    reason="the quick estimate 0.097 then lies ~0.05 clear of 0",
+)
+
+
 CLAIM = ClaimSpec(
+    seed_plan=SEED_PLAN,
     id="7f_depth_three",
     statement="Beyond the paper: a depth-3 linear network (20-5-5-5) — null space of N_h^2 "
     "per hidden layer, linearized theory vs simulation per layer, and the IVFR.",
