@@ -6,7 +6,8 @@ Prints, per truth (none / equilibrium / IVFR) × window (10, 100, 1000 relaxatio
 slowest fitted direction) × estimator: the mean ψ, its bias, the coverage of the 95 % interval (of
 the reported intervals), the wrong-sign exclusion rate and the share not identified
 (``sgdfluct.calibration``; d = 272, top-k = 20, η = 0.2, curvatures log-uniform in [0.05, 1],
-10 records per relaxation time).
+10 records per relaxation time), and on the exact linear SGD of ``sgdfluct run`` (one layer
+10 -> 2, P = 40, eta = 0.05, S = 4; truth: the psi of the exact stationary covariance).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import json
 import time
 
-from sgdfluct.calibration import calibration_table
+from sgdfluct.calibration import calibration_table, linear_sgd_table
 
 
 def _fmt(v: object) -> str:
@@ -33,6 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     rows = calibration_table(repetitions=args.repetitions)
+    rows += linear_sgd_table(repetitions=args.repetitions)
     cols = [
         "truth",
         "window_relaxations",
