@@ -100,7 +100,9 @@ def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
     # verdict counts, summary table, section heading, verdict line
     assert page.count('class="badge holds"') == 4
     assert "<strong>Wasserstein-1</strong>" in page and "<li>point two</li>" in page
-    assert "n/a (non-finite)" in page
+    # an undefined value is omitted and explained once, never shown as a fragment
+    assert "non-finite" not in page and "n/a" not in page
+    assert page.count("Not defined here, so omitted above") == 1 and "bad:" in page
 
 
 def test_figures_already_in_place_are_not_copied(tmp_path: Path) -> None:
@@ -152,7 +154,10 @@ def test_format_measured() -> None:
     assert format_measured(np.float32(0.5)) == "0.5"
     assert format_measured([1.0, 2.0]) == "[1, 2]"
     assert format_measured("text") == "text"
-    assert format_measured(float("inf")) == "n/a (non-finite)"
+    assert format_measured(float("inf")) == "undefined"
+    # undefined parts are omitted (issue 21): a mapping keeps only what is defined
+    assert format_measured({"value": 1.0, "ci": [0.5, 1.5], "het": {"i2": None}}) == "1 [0.5, 1.5]"
+    assert format_measured({"a": 1.0, "b": None, "b_note": "needs 3 points"}) == "a: 1"
     assert config_hash(ExperimentConfig()) == config_hash(ExperimentConfig())
     assert len(config_hash(ExperimentConfig())) == 12
 
@@ -181,3 +186,104 @@ def test_rule_history_entries_are_checked_and_rendered(tmp_path):
             verdict="holds",
             rule_history=[{"date": "x", "change": "y"}],
         )
+
+
+# --- a report a referee reads in five minutes (issue 21) ----------------------------------------
+
+
+def _fig_bytes(path: Path, seed: int) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1], [0, seed + 1])
+    fig.suptitle(f"figure {seed}")
+    fig.savefig(path)
+    return path
+
+
+def _referee_claims(tmp_path: Path) -> list[ClaimResult]:
+    shared = _fig_bytes(tmp_path / "shared.png", 0)
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(shared.read_bytes())  # byte-identical, another file name
+    return [
+        ClaimResult(
+            id="5_two_layer",
+            statement="s5",
+            expected="e5",
+            verdict="holds",
+            measured={
+                "note": "text first",
+                "psi": {"value": 0.119, "ci": [0.068, 0.17], "n_seeds": 5,
+                        "heterogeneity": {"i2": None, "q": None, "p": None}},
+                "slope": {"value": 0.5, "ci": [0.4, 0.6],
+                          "heterogeneity": {"i2": None, "q": None, "p": None}},
+                "layer_2": None,
+                "log-log slope": None,
+                "log-log slope_note": "needs three learning rates",
+            },
+            figures=[shared],
+        ),
+        ClaimResult(
+            id="7e_finite_eta",
+            statement="s7e",
+            expected="e7e",
+            verdict="holds",
+            measured={"cells": [{"cell": "eta = 0.05", "gap": {"value": 0.03, "ci": [0.0, 0.06]}}]},
+            figures=[copy],
+        ),
+        ClaimResult(
+            id="7g_roundoff",
+            statement="s7g",
+            expected="e7g",
+            verdict="holds",
+            measured={"fluct_diff": {"value": 7.975e-29, "ci": [-2.6e-28, 4.195e-28]}},
+            headline="fluct_diff",
+            figures=[_fig_bytes(tmp_path / "own.png", 3)],
+        ),
+    ]  # fmt: skip
+
+
+def test_summary_table_has_each_claims_headline_number_and_interval(tmp_path: Path) -> None:
+    write_report(tmp_path / "r", _referee_claims(tmp_path), header=HEADER)
+    md = (tmp_path / "r" / "report.md").read_text()
+    table = [ln for ln in md.splitlines() if ln.startswith("| [")]
+    assert table[0].endswith("| psi: 0.119 [0.068, 0.17] |")  # first interval, extras dropped
+    assert table[1].endswith("| eta = 0.05 · gap: 0.03 [0, 0.06] |")  # the cell's label
+    assert "| fluct_diff: 0 (exact" in table[2]  # the named headline
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert page.count("<th>headline</th>") == 1 and "0.119 [0.068, 0.17]" in page
+
+
+def test_no_undefined_fragments_and_one_explanation(tmp_path: Path) -> None:
+    write_report(tmp_path / "r", _referee_claims(tmp_path), header=HEADER)
+    for name in ("report.md", "report.html"):
+        text = re.sub(r'src="data:[^"]+"', "", (tmp_path / "r" / name).read_text())
+        assert "non-finite" not in text and "n/a" not in text and "None" not in text
+        assert "i2" not in text and "layer_2:" not in text.replace("layer_2: no finite", "")
+        assert text.count("Not defined here, so omitted above") == 1  # once, for claim 5
+        assert "log-log slope: needs three learning rates" in text  # the claim's own reason
+        assert "heterogeneity (2x)" in text
+
+
+def test_roundoff_is_exact_zero_with_its_tolerance(tmp_path: Path) -> None:
+    assert format_measured({"value": 7.975e-29, "ci": [-2.6e-28, 4.195e-28]}).startswith(
+        "0 (exact: the value and its interval lie within 1e-10 of 0"
+    )
+    assert format_measured({"value": 2e-9, "ci": [1e-9, 3e-9]}) == "2e-09 [1e-09, 3e-09]"
+    own = {"value": 2e-9, "ci": [1e-9, 3e-9], "roundoff_tol": 1e-8}
+    assert format_measured(own).startswith("0 (exact: the value and its interval lie within 1e-08")
+    write_report(tmp_path / "r", _referee_claims(tmp_path), header=HEADER)
+    assert "7.975e-29" not in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_report_never_shows_a_figure_twice(tmp_path: Path) -> None:
+    """Byte-identical figures of two claims are shown once; the later claim points to it."""
+    write_report(tmp_path / "r", _referee_claims(tmp_path), header=HEADER)
+    page = (tmp_path / "r" / "report.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == len(set(sources)) == 2
+    assert "identical to that of claim 5_two_layer" in page
+    md = (tmp_path / "r" / "report.md").read_text()
+    shown = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    digests = [(tmp_path / "r" / p).read_bytes() for p in shown]
+    assert len(digests) == len(set(digests))

@@ -15,6 +15,18 @@ Outputs (all written atomically) in ``out_dir``:
   "rule_history"}`` objects,
   ``verdict`` one of ``"holds"``, ``"fails"``, ``"inconclusive"``;
 - ``figures/`` — every figure of a claim, copied there if it lives elsewhere.
+
+Reading rules (issue 21), applied to every claim alike:
+
+- the summary table gives each claim's **headline**: the quantity named by
+  ``ClaimResult.headline``, or else the first measured value that carries an interval;
+- a value that is undefined (``None``: a statistic this measurement cannot give, or a layer that
+  does not apply) is **omitted**, and the claim says once, in words, which ones and why (a
+  ``<key>_note`` next to it gives the reason; otherwise the generic one of
+  :data:`UNDEFINED_NOTE`);
+- an interval that lies within :data:`ROUNDOFF_ATOL` of zero (or of a claim's own
+  ``roundoff_tol``) is shown as ``0 (exact ...)`` with the tolerance, never as a measurement;
+- a figure byte-identical to an earlier claim's is not repeated: the later claim points to it.
 """
 
 from __future__ import annotations
@@ -35,17 +47,33 @@ from typing import Any
 from sgdfluct.io import atomic_path, atomic_write_json, atomic_write_text, to_jsonable
 
 __all__ = [
+    "ROUNDOFF_ATOL",
+    "UNDEFINED_NOTE",
     "VERDICTS",
     "ClaimResult",
     "config_hash",
     "format_measured",
+    "headline",
     "machine_info",
+    "undefined_paths",
     "write_report",
 ]
 
 VERDICTS = ("holds", "fails", "inconclusive")
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+#: an interval whose value and both ends lie within this of zero is float64 round-off of a
+#: quantity that is zero by construction (a difference of two equal O(1) numbers after ~1e6
+#: operations: 2.2e-16 x 1e6 ~ 1e-10); shown as "0 (exact)" with the tolerance. A measured value
+#: may carry its own ``roundoff_tol``
+ROUNDOFF_ATOL = 1e-10
+
+#: why a value can be undefined, said once per claim when no ``<key>_note`` gives the reason
+UNDEFINED_NOTE = (
+    "no finite value at this scale: a statistic that needs more seeds, per-seed standard errors "
+    "or more grid points than this measurement has, or a layer or cell it does not apply to"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +104,10 @@ class ClaimResult:
     rule_history : sequence of mapping
         Every change of the rule: ``{"date", "change", "after_seeing_data": bool}`` (empty if
         the rule never changed).
+    headline : str
+        The key of ``measured`` shown in the summary table (a top-level key, or a dotted path
+        into nested mappings); empty: the first measured value with an interval
+        (:func:`headline`).
     """
 
     id: str
@@ -87,6 +119,7 @@ class ClaimResult:
     details: str = ""
     rule: str = ""
     rule_history: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    headline: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not _ID_PATTERN.match(self.id):
@@ -159,24 +192,68 @@ def _format_number(value: Any) -> str:
     return f"{value:.4g}"
 
 
+def _is_undefined(value: Any) -> bool:
+    """``None``, or a mapping or list with nothing defined inside (all omitted)."""
+    if value is None:
+        return True
+    if isinstance(value, Mapping):
+        if "value" in value:
+            return value["value"] is None
+        return bool(value) and all(
+            _is_undefined(v) for k, v in value.items() if not str(k).endswith("_note")
+        )
+    return False
+
+
+def _roundoff(value: Mapping[str, Any]) -> str | None:
+    """``"0 (exact ...)"`` for an interval within its round-off tolerance of zero, else None."""
+    tol = value.get("roundoff_tol", ROUNDOFF_ATOL)
+    ci = value.get("ci")
+    if not isinstance(ci, list | tuple) or len(ci) != 2:
+        return None
+    numbers = [value["value"], *ci]
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in numbers):
+        return None
+    if max(abs(float(x)) for x in numbers) < tol:
+        return f"0 (exact: the value and its interval lie within {tol:.0e} of 0, round-off)"
+    return None
+
+
 def format_measured(value: Any) -> str:
     """Render one measured value: ``x ± s``, ``x [lo, hi]``, a number, plain text, or (nested
-    mappings and lists of them) an indented block of ``key: value`` lines."""
+    mappings and lists of them) an indented block of ``key: value`` lines.
+
+    Undefined entries (``None``, and mappings with nothing defined) are omitted, and so are
+    their ``<key>_note`` companions (:func:`undefined_paths` lists them, with the notes); an
+    interval within round-off of zero is ``0 (exact ...)`` (:data:`ROUNDOFF_ATOL`). A value that
+    is undefined as a whole renders as ``"undefined"``.
+    """
     value = to_jsonable(value)
+    if _is_undefined(value):
+        return "undefined"
     if isinstance(value, Mapping) and "value" in value:
+        exact = _roundoff(value)
+        if exact is not None:
+            return exact
         text = _format_number(value["value"])
         if value.get("stderr") is not None:
             text += f" ± {_format_number(value['stderr'])}"
         ci = value.get("ci")
-        if isinstance(ci, list | tuple) and len(ci) == 2:
+        if isinstance(ci, list | tuple) and len(ci) == 2 and None not in ci:
             text += f" [{_format_number(ci[0])}, {_format_number(ci[1])}]"
-        extra = {k: v for k, v in value.items() if k not in ("value", "stderr", "ci")}
+        extra = {
+            k: v
+            for k, v in value.items()
+            if k not in ("value", "stderr", "ci", "roundoff_tol") and not _is_undefined(v)
+        }
         if extra:
             text += " (" + ", ".join(f"{k}: {format_measured(v)}" for k, v in extra.items()) + ")"
         return text
     if isinstance(value, Mapping):
         lines = []
         for k, v in value.items():
+            if _is_undefined(v) or _is_note_of_undefined(value, k):
+                continue
             inner = format_measured(v)
             if "\n" in inner:
                 lines.append(f"{k}:")
@@ -186,7 +263,7 @@ def format_measured(value: Any) -> str:
         return "\n".join(lines)
     if isinstance(value, list):
         if all(not isinstance(v, Mapping | list) for v in value):
-            items = (_format_number(v) if v is not None else "n/a" for v in value)
+            items = (_format_number(v) if v is not None else "undefined" for v in value)
             return "[" + ", ".join(items) + "]"
         out: list[str] = []
         for v in value:
@@ -194,15 +271,119 @@ def format_measured(value: Any) -> str:
             out.append("- " + block[0])
             out.extend("  " + line for line in block[1:])
         return "\n".join(out)
-    if value is None:
-        return "n/a (non-finite)"
     return _format_number(value)
+
+
+def _is_note_of_undefined(mapping: Mapping[str, Any], key: Any) -> bool:
+    key = str(key)
+    return key.endswith("_note") and _is_undefined(mapping.get(key[: -len("_note")], 0))
+
+
+def undefined_paths(measured: Mapping[str, Any] | str) -> dict[str, str]:
+    """Every undefined entry of ``measured`` (dotted path → reason), as omitted by
+    :func:`format_measured`; the reason is the entry's ``<key>_note`` or :data:`UNDEFINED_NOTE`.
+
+    Entries of the same name under several parents are grouped (``heterogeneity`` of five
+    quantities is one entry ``heterogeneity (5x)``).
+    """
+    found: dict[str, str] = {}
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                if str(k).endswith("_note") or k in ("value", "ci", "stderr"):
+                    continue
+                sub = f"{path}.{k}" if path else str(k)
+                if _is_undefined(v):
+                    note = value.get(f"{k}_note")
+                    found[sub] = str(note) if note else UNDEFINED_NOTE
+                else:
+                    walk(v, sub)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                label = v.get("cell", i) if isinstance(v, Mapping) else i
+                walk(v, f"{path}[{label}]")
+
+    if isinstance(measured, Mapping):
+        walk(to_jsonable(measured), "")
+    return found
+
+
+def _undefined_sentence(measured: Mapping[str, Any] | str) -> str:
+    """One sentence naming the omitted entries, grouped by their last name, with the reasons."""
+    paths = undefined_paths(measured)
+    if not paths:
+        return ""
+    by_reason: dict[str, dict[str, int]] = {}
+    for path, reason in paths.items():
+        name = re.sub(r"\[[^\]]*\]", "", path).split(".")[-1]
+        names = by_reason.setdefault(reason, {})
+        names[name] = names.get(name, 0) + 1
+    parts = []
+    for reason, names in by_reason.items():
+        listed = ", ".join(f"{n} ({c}x)" if c > 1 else n for n, c in names.items())
+        parts.append(f"{listed}: {reason}")
+    return "Not defined here, so omitted above — " + "; ".join(parts) + "."
+
+
+def _number_only(value: Any) -> str:
+    """A measured value without its extra fields (the summary table's headline)."""
+    if isinstance(value, Mapping) and "value" in value:
+        value = {k: value[k] for k in ("value", "stderr", "ci", "roundoff_tol") if k in value}
+    return format_measured(value)
+
+
+def headline(claim: ClaimResult) -> tuple[str, str]:
+    """``(name, rendered value)`` of the claim's headline quantity (``("", "")`` if none).
+
+    ``claim.headline`` names it (a dotted path; list items by index); otherwise it is the first
+    measured value, depth first, that has an interval (``{"value", "ci"}``), named by its path
+    (with the ``cell`` label of a list item).
+    """
+    measured = to_jsonable(claim.measured)
+    if not isinstance(measured, Mapping):
+        return "", ""
+    if claim.headline:
+        node: Any = measured
+        for part in claim.headline.split("."):
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, Mapping) and part in node:
+                node = node[part]
+            else:
+                raise KeyError(f"headline {claim.headline!r} of claim {claim.id}: no {part!r}")
+        return claim.headline, _number_only(node)
+
+    def first(value: Any, path: list[str]) -> tuple[str, str] | None:
+        if isinstance(value, Mapping):
+            if "value" in value and isinstance(value.get("ci"), list) and None not in value["ci"]:
+                return " · ".join(path), _number_only(value)
+            for k, v in value.items():
+                if k == "cell":
+                    continue
+                hit = first(v, [*path, str(k)])
+                if hit:
+                    return hit
+        elif isinstance(value, list):
+            for v in value:
+                # a list of cells: the cell's label replaces the list's name
+                labelled = isinstance(v, Mapping) and "cell" in v
+                hit = first(v, [*path[:-1], str(v["cell"])] if labelled else path)
+                if hit:
+                    return hit
+        return None
+
+    return first(measured, []) or ("", "")
 
 
 def _measured_rows(measured: Mapping[str, Any] | str) -> list[tuple[str, str]]:
     if isinstance(measured, str):
         return [("", measured)]
-    return [(str(k), format_measured(v)) for k, v in measured.items()]
+    return [
+        (str(k), format_measured(v))
+        for k, v in measured.items()
+        if not _is_undefined(to_jsonable(v)) and not _is_note_of_undefined(measured, k)
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,10 +391,20 @@ def _measured_rows(measured: Mapping[str, Any] | str) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _collect_figures(out_dir: Path, claims: Sequence[ClaimResult]) -> dict[str, list[Path]]:
-    """Make sure every figure lies under ``out_dir/figures``; return paths relative to out_dir."""
+class _Figures(dict[str, list[Path]]):
+    """Claim id -> its figures (relative to the report folder); ``same_as`` maps a figure that is
+    byte-identical to an earlier claim's to that claim's id (shown once, there)."""
+
+    same_as: dict[tuple[str, Path], str]
+
+
+def _collect_figures(out_dir: Path, claims: Sequence[ClaimResult]) -> _Figures:
+    """Make sure every figure lies under ``out_dir/figures``; return paths relative to out_dir,
+    with the byte-identical repeats marked (``same_as``)."""
     figures_dir = out_dir / "figures"
-    placed: dict[str, list[Path]] = {}
+    placed = _Figures()
+    placed.same_as = {}
+    first_owner: dict[str, str] = {}
     for claim in claims:
         rel_paths: list[Path] = []
         for figure in claim.figures:
@@ -234,8 +425,16 @@ def _collect_figures(out_dir: Path, claims: Sequence[ClaimResult]) -> dict[str, 
                 with atomic_path(figures_dir / rel) as tmp:
                     shutil.copyfile(source, tmp)
             rel_paths.append(Path("figures") / rel)
+            digest = hashlib.sha256(source.read_bytes()).hexdigest()
+            owner = first_owner.setdefault(digest, claim.id)
+            if owner != claim.id:
+                placed.same_as[(claim.id, Path("figures") / rel)] = owner
         placed[claim.id] = rel_paths
     return placed
+
+
+def _repeat_note(owner: str) -> str:
+    return f"The figure of this claim is identical to that of claim {owner} (shown there)."
 
 
 def _data_uri(path: Path) -> str:
@@ -255,7 +454,7 @@ def _md_cell(text: str) -> str:
 def _render_markdown(
     claims: Sequence[ClaimResult],
     header: Mapping[str, Any],
-    figures: Mapping[str, list[Path]],
+    figures: _Figures,
     title: str,
 ) -> str:
     lines = [f"# {title}", ""]
@@ -267,9 +466,14 @@ def _render_markdown(
         lines.append("")
     counts = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
     lines += [", ".join(f"**{n}** {v}" for v, n in counts.items()), ""]
-    lines += ["| claim | statement | verdict |", "|---|---|---|"]
+    lines += ["| claim | statement | verdict | headline |", "|---|---|---|---|"]
     for c in claims:
-        lines.append(f"| [{c.id}](#{c.id.lower()}) | {_md_cell(c.statement)} | **{c.verdict}** |")
+        name, value = headline(c)
+        head = f"{name}: {value}" if name else ""
+        lines.append(
+            f"| [{c.id}](#{c.id.lower()}) | {_md_cell(c.statement)} | **{c.verdict}** | "
+            f"{_md_cell(head)} |"
+        )
     lines.append("")
     for c in claims:
         lines += [f"## {c.id}", "", f"**Statement.** {c.statement}", ""]
@@ -295,7 +499,14 @@ def _render_markdown(
                 lines.append("")
             for k, v in nested:  # structured values keep their layout in a code block
                 lines += [f"*{k}*", "", "```", v, "```", ""]
+        undefined = _undefined_sentence(c.measured)
+        if undefined:
+            lines += [f"*{undefined}*", ""]
         for rel in figures[c.id]:
+            owner = figures.same_as.get((c.id, rel))
+            if owner is not None:
+                lines += [f"*{_repeat_note(owner)}*", ""]
+                continue
             lines += [f"![{c.id}: {rel.name}]({rel.as_posix()})", ""]
         if c.details:
             lines += [c.details.strip(), ""]
@@ -324,6 +535,7 @@ figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #eee;
 figcaption { font-size: .85rem; color: #666; }
 code { background: #f3f3f3; padding: 0 .2rem; border-radius: .2rem; }
 .counts span { margin-right: 1rem; }
+p.note { font-size: .9rem; color: #555; font-style: italic; }
 """
 
 
@@ -356,6 +568,13 @@ def _header_value(value: Any) -> str:
     return str(value)
 
 
+def _headline_html(claim: ClaimResult) -> str:
+    name, value = headline(claim)
+    if not name:
+        return ""
+    return f"<small>{html.escape(name)}</small><br>{html.escape(value)}"
+
+
 def _badge(verdict: str) -> str:
     return f'<span class="badge {verdict}">{html.escape(verdict)}</span>'
 
@@ -363,7 +582,7 @@ def _badge(verdict: str) -> str:
 def _render_html(
     claims: Sequence[ClaimResult],
     header: Mapping[str, Any],
-    figures: Mapping[str, list[Path]],
+    figures: _Figures,
     out_dir: Path,
     title: str,
 ) -> str:
@@ -387,11 +606,12 @@ def _render_html(
     parts.append(f'<p class="counts">{counts}</p>')
     summary = "".join(
         f'<tr><td><a href="#{e(c.id)}">{e(c.id)}</a></td><td>{e(c.statement)}</td>'
-        f"<td>{_badge(c.verdict)}</td></tr>"
+        f'<td>{_badge(c.verdict)}</td><td class="num">{_headline_html(c)}</td></tr>'
         for c in claims
     )
     parts.append(
-        f"<table><tr><th>claim</th><th>statement</th><th>verdict</th></tr>{summary}</table>"
+        "<table><tr><th>claim</th><th>statement</th><th>verdict</th><th>headline</th></tr>"
+        f"{summary}</table>"
     )
     for c in claims:
         parts.append(f'<section id="{e(c.id)}"><h2>{e(c.id)} {_badge(c.verdict)}</h2>')
@@ -416,8 +636,18 @@ def _render_html(
                 "<p><strong>Measured.</strong></p>"
                 f"<table><tr><th>quantity</th><th>value</th></tr>{body}</table>"
             )
+        undefined = _undefined_sentence(c.measured)
+        if undefined:
+            parts.append(f'<p class="note">{e(undefined)}</p>')
         parts.append(f"<p><strong>Verdict:</strong> {_badge(c.verdict)}</p>")
         for rel in figures[c.id]:
+            owner = figures.same_as.get((c.id, rel))
+            if owner is not None:
+                parts.append(
+                    f'<p class="note">{e(_repeat_note(owner))} '
+                    f'<a href="#{e(owner)}">Go to {e(owner)}</a>.</p>'
+                )
+                continue
             parts.append(
                 f'<figure><img src="{_data_uri(out_dir / rel)}" alt="{e(c.id)}: {e(rel.name)}">'
                 f"<figcaption>{e(rel.name)}</figcaption></figure>"
