@@ -185,6 +185,11 @@ def test_full_scale_runs_on_fresh_seeds_with_the_planned_replicates():
             assert sweep.replicates == max(plans), name
             # one data set per replicate, shared by the grid points (paired comparisons)
             assert len(f["data"]) == sweep.replicates, name
+    # claim 8 (the probe) too
+    from sgdfluct.experiments.claims.claim8_probe import CLAIM as CLAIM8
+
+    assert CLAIM8.seeds is not None
+    assert not set(CLAIM8.seeds("quick")) & set(CLAIM8.seeds("full"))
 
 
 @pytest.mark.slow

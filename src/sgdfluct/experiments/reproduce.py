@@ -299,7 +299,8 @@ def reproduce(
             claim_results.append(_with_design(result, c, scale, frozen, seeds))
             bar.advance(f"{c.id}: {claim_results[-1].verdict}")
         for s in standalone:
-            claim_results.append(_with_design(s.run(scale, out, workers), s, scale, frozen, None))
+            seeds = {"seeds": list(s.seeds(scale))} if s.seeds else None
+            claim_results.append(_with_design(s.run(scale, out, workers), s, scale, frozen, seeds))
             bar.advance(f"{s.id}: {claim_results[-1].verdict}")
     header = {
         "version": __version__,

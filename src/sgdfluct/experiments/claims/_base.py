@@ -163,6 +163,8 @@ class StandaloneClaim:
     rule: str = ""
     rule_history: tuple[Mapping[str, Any], ...] = ()
     seed_plan: SeedPlan | None = None
+    #: the seeds it runs at a scale (recorded in claims.json)
+    seeds: Callable[[str], Sequence[int]] | None = None
 
 
 def require_metrics(ds: xr.Dataset, patterns: Sequence[str], claim: str = "") -> None:

@@ -34,12 +34,14 @@ if TYPE_CHECKING:
 __all__ = [
     "CLAIM",
     "CONFIDENCE",
+    "FULL_SEED_OFFSET",
     "MIN_SEEDS",
     "PROBE_CLAIM_ID",
     "PSI_EQUIV",
     "RULE",
     "RULE_HISTORY",
     "claim8_config",
+    "claim8_seeds",
     "claim8_verdict",
     "measure_claim8",
     "run_claim8",
@@ -273,6 +275,17 @@ def claim8_verdict(layers: dict[str, dict[str, Any]]) -> str:
     return "inconclusive"
 
 
+#: the confirmatory (full) scale's seeds start here: none of them is a quick seed (0, 1, ...)
+FULL_SEED_OFFSET = 1_000_000
+
+
+def claim8_seeds(scale: str, seeds: int) -> list[int]:
+    """The seeds claim 8 runs at ``scale``: ``0 .. seeds-1`` (quick, exploratory) or fresh ones
+    from :data:`FULL_SEED_OFFSET` (full, confirmatory: never a quick seed)."""
+    start = FULL_SEED_OFFSET if scale == "full" else 0
+    return list(range(start, start + seeds))
+
+
 def measure_claim8(
     scale: str = "quick", seeds: int = 5, *, workers: int | None = None
 ) -> dict[str, Any]:
@@ -297,7 +310,9 @@ def measure_claim8(
     if seeds < 1:
         raise ConfigError(f"seeds = {seeds}: expected an integer >= 1")
     t0 = time.perf_counter()
-    tasks = [(scale, seed, kind) for kind in ("mlp", "linear") for seed in range(seeds)]
+    tasks = [
+        (scale, seed, kind) for kind in ("mlp", "linear") for seed in claim8_seeds(scale, seeds)
+    ]
     workers = max(1, min(workers if workers is not None else 2, len(tasks)))
     if workers == 1:
         results = [_one_seed(t) for t in tasks]
@@ -473,4 +488,5 @@ CLAIM = StandaloneClaim(
     run=run_claim8,
     rule=RULE,
     rule_history=tuple(RULE_HISTORY),
+    seeds=lambda scale: claim8_seeds(scale, 2 if scale == "smoke" else PROBE_CLAIM_SEEDS),
 )
