@@ -137,13 +137,18 @@ class _Batches:
         return self._epoch.pop()
 
 
-def run_probe(config: ProbeConfig, *, progress: bool = False) -> tuple[ProbeRun, dict[str, Any]]:
+def run_probe(
+    config: ProbeConfig, *, progress: bool = False, base_dir: str | Path | None = None
+) -> tuple[ProbeRun, dict[str, Any]]:
     """Train the built-in model with plain SGD and probe it; returns the run and timing info.
 
     The update is ``w <- w - η (∇L_B + λ w)``, what ``torch.optim.SGD(lr=η, weight_decay=λ)``
     does without momentum (written out: it skips torch.optim's import of torch._dynamo).
 
     Training stops as soon as the probe's window is complete (``sgd.steps`` is the maximum).
+
+    ``base_dir`` is the folder searched first for the module of ``model.factory`` (the config
+    file's folder for ``sgdfluct probe``).
 
     Raises
     ------
@@ -154,7 +159,8 @@ def run_probe(config: ProbeConfig, *, progress: bool = False) -> tuple[ProbeRun,
     """
     threads = torch.get_num_threads()
     try:
-        return _run_probe(config, progress=progress)
+        folder = None if base_dir is None else Path(base_dir).resolve()
+        return _run_probe(config, progress=progress, base_dir=folder)
     finally:
         torch.set_num_threads(threads)
 
@@ -165,17 +171,24 @@ def run_probe(config: ProbeConfig, *, progress: bool = False) -> tuple[ProbeRun,
 SINGLE_THREAD_PARAMS = 200_000
 
 
-def _run_probe(config: ProbeConfig, *, progress: bool) -> tuple[ProbeRun, dict[str, Any]]:
+def _run_probe(
+    config: ProbeConfig, *, progress: bool, base_dir: Path | None = None
+) -> tuple[ProbeRun, dict[str, Any]]:
     t0 = time.perf_counter()
     device = _device(config.probe.device)
-    data = load_data(config, device)
-    n_out = 10 if config.data.dataset == "digits" else config.data.n_out
-    model = build_model(config, data.x.shape[1], n_out).to(device)
+    if config.model.factory is not None:  # the user's model and data (probe._factory)
+        from ._factory import load_factory
+
+        model, data = load_factory(config.model.factory, device, base_dir)
+    else:
+        data = load_data(config, device)
+        n_out = 10 if config.data.dataset == "digits" else config.data.n_out
+        model = build_model(config, data.x.shape[1], n_out).to(device)
     if device.type == "cpu" and sum(p.numel() for p in model.parameters()) < SINGLE_THREAD_PARAMS:
         torch.set_num_threads(1)
     loss_fn = _loss_fn(config.model.loss)
     s, p = config.sgd, config.probe
-    params = list(model.parameters())
+    params = [w for w in model.parameters() if w.requires_grad]
     probe = FluctuationProbe(
         model,
         loss_fn,
@@ -254,7 +267,7 @@ def run_probe_config(path: str | Path, out_dir: str | Path, *, progress: bool = 
 
     config = load_probe_config(path)
     out = Path(out_dir)
-    run, info = run_probe(config, progress=progress)
+    run, info = run_probe(config, progress=progress, base_dir=Path(path).parent)
     summary = run.to_summary()
     summary["run"] = info
     summary["config"] = str(Path(path))

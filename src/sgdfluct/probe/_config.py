@@ -7,6 +7,7 @@ the key and its allowed range.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -128,11 +129,20 @@ class ProbeDataConfig:
         )
 
 
+#: ``model.factory``: dotted module path, a colon, a dotted attribute path
+_FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ProbeModelConfig:
     """``[model]``: MLP (ReLU/tanh) or deep linear network; ``hidden = []`` is one layer.
 
     ``bias = None`` means the default: biases for ``mlp``, none for ``linear`` (as ``run``).
+
+    ``factory = "package.module:function"`` replaces the built-in models and data by the user's:
+    the function (imported with the config file's folder first on ``sys.path``) is called with
+    no arguments and returns ``(model, (x, y))`` or ``(model, (x, y), (x_test, y_test))``;
+    ``[data]`` and the other ``[model]`` keys but ``loss`` are then not allowed.
     """
 
     kind: str = "mlp"
@@ -140,8 +150,15 @@ class ProbeModelConfig:
     activation: str = "relu"
     bias: bool | None = None
     loss: str = "cross_entropy"
+    factory: str | None = None
 
     def __post_init__(self) -> None:
+        if self.factory is not None:
+            if not isinstance(self.factory, str) or not _FACTORY.fullmatch(self.factory):
+                raise ConfigError(
+                    f"model.factory = {self.factory!r} is not allowed: expected "
+                    "'package.module:function' (an importable module and a callable in it)"
+                )
         _choice("model.kind", self.kind, ("mlp", "linear"))
         if not isinstance(self.hidden, list | tuple):
             raise ConfigError(
@@ -363,6 +380,15 @@ def probe_config_from_dict(raw: Mapping[str, Any]) -> ProbeConfig:
                 "uses data.n_samples)"
             )
         parts[section] = cls(**dict(value))
+    factory = raw.get("model", {}).get("factory") if isinstance(raw.get("model"), Mapping) else None
+    if factory is not None:
+        extra = sorted(k for k in raw.get("model", {}) if k not in ("factory", "loss"))
+        if extra or "data" in raw:
+            what = f"model.{extra[0]}" if extra else "the [data] section"
+            raise ConfigError(
+                f"{what} is not allowed with model.factory: the factory returns the model and "
+                "its data (keep only model.factory and model.loss)"
+            )
     config = ProbeConfig(**parts)
     if config.data.dataset == "teacher_student":
         config.data.run_data_config()  # validates the keys shared with `run`
@@ -400,6 +426,11 @@ def probe_config_to_toml(config: ProbeConfig) -> str:
             values = {k: v for k, v in values.items() if k not in _TS_KEYS}
         if section == "data" and config.data.dataset == "teacher_student":
             values.pop("n_train")
+        if config.model.factory is not None:  # the factory returns the model and its data
+            if section == "data":
+                continue
+            if section == "model":
+                values = {"factory": config.model.factory, "loss": config.model.loss}
         lines.append(f"[{section}]")
         for key, value in values.items():
             if value is None:
