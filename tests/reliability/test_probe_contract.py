@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -210,7 +211,7 @@ def test_constructor_values_refused_by_name(kwargs: dict, match: str, record: di
 def test_optimizer_of_another_model_refused(record: dict) -> None:
     model, other = _mlp(), _mlp(1)
     x, y = _data()
-    opt = torch.optim.SGD(list(model.parameters()) + [other.fc1.weight], lr=0.05)
+    opt = torch.optim.SGD([*model.parameters(), other.fc1.weight], lr=0.05)
     with pytest.raises(ConfigError, match=r"param_groups\[0\]\['params'\]\[4\].*not a parameter"):
         _probe(model, x, y, optimizer=opt)
     record.update(outcome="named error", exit=2)
@@ -275,7 +276,7 @@ def _two_group_run(lr1: float, lr2: float, attached: bool) -> tuple[Any, Fluctua
 @pytest.mark.parametrize("attached", [False, True], ids=["observe", "attach"])
 def test_per_group_learning_rate_in_temperatures_and_theory(attached: bool, record: dict) -> None:
     """Layer 1 at η = 0.03, layer 2 at η = 0.08: each layer's T_i and subspace theory use its η."""
-    run, probe = _two_group_run(0.03, 0.08, attached)
+    run, _ = _two_group_run(0.03, 0.08, attached)
     assert [lr.learning_rate for lr in run.layers] == [0.03, 0.08]
     assert run.learning_rate == 0.08  # the largest (stability bounds)
     assert [g["lr"] for g in run.param_groups] == [0.03, 0.08]
@@ -865,7 +866,7 @@ def _snapshot(model: nn.Module) -> dict[str, Any]:
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
         "training": [m.training for m in model.modules()],
         "torch_rng": torch.get_rng_state(),
-        "numpy_rng": np.random.get_state(),
+        "numpy_rng": np.random.get_state(),  # noqa: NPY002 - the global state must not move
         "python_rng": random.getstate(),
     }
 
@@ -927,3 +928,92 @@ def test_observe_and_analyze_leave_the_model_bitwise_unchanged(record: dict) -> 
     _assert_same(before, _snapshot(model))
     assert {lr.name for lr in run.layers} == {"model", "inp", "bn", "a", "b", "out"}
     record.update(outcome="state bitwise unchanged", observed_steps=checked)
+
+
+# ------------------------------------------------------------------------------------------------
+# resources, and the probe CLI's inputs (exit 2 with the key or path named, no traceback)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_recorders_that_cannot_fit_are_refused_up_front(
+    monkeypatch: pytest.MonkeyPatch, record: dict
+) -> None:
+    """The estimate is checked at construction (before training), against the memory limit."""
+    model = _mlp()
+    x, y = _data()
+    monkeypatch.setenv("SGDFLUCT_MEMORY_LIMIT", "2000")
+    with pytest.raises(ConfigError, match=r"recorders would need about .* GiB \(layer 'fc1'"):
+        _probe(model, x, y, learning_rate=0.05)
+    monkeypatch.setenv("SGDFLUCT_MEMORY_LIMIT", str(2**30))
+    _probe(model, x, y, learning_rate=0.05)
+    record.update(outcome="named error", exit=2)
+
+
+PROBE_TOML = """
+[data]
+dataset = "digits"
+n_train = 100
+[model]
+hidden = [4]
+loss = "mse"
+[sgd]
+steps = 4000
+record_every = 2
+[probe]
+window = 400
+top_k = 3
+"""
+
+
+def _cli(tmp_path: Any, cfg: Any) -> Any:
+    from click.testing import CliRunner
+
+    from sgdfluct.cli import main
+
+    return CliRunner().invoke(main, ["probe", str(cfg), "--out", str(tmp_path / "out")])
+
+
+CLI_CASES = [
+    ("binary", lambda p: p.write_bytes(b"\x00\x01\x02binary"), r"binary|not a text"),
+    ("latin1", lambda p: p.write_bytes("[data]\nseed = 0 # caf\xe9\n".encode("latin-1")), "UTF-8"),
+    ("folder", lambda p: p.mkdir(), "is a directory"),
+    ("missing", lambda p: None, "does not exist"),
+    (
+        "near_null_rtol_one",
+        lambda p: p.write_text(PROBE_TOML + "near_null_rtol = 1.0\n"),
+        r"probe\.near_null_rtol = 1\.0 is out of range",
+    ),
+    (
+        "duplicate_layers",
+        lambda p: p.write_text(PROBE_TOML + "layers = [1, 1]\n"),
+        r"selects parameter '0\.weight' twice",
+    ),
+    (
+        "unknown_layer_name",
+        lambda p: p.write_text(PROBE_TOML + 'layers = ["fc9"]\n'),
+        r"'fc9' matches no module",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "match"), CLI_CASES, ids=lambda v: v)
+def test_probe_cli_inputs_named(
+    tmp_path: Any, case: str, make: Any, match: str, record: dict
+) -> None:
+    pytest.importorskip("sklearn")
+    cfg = tmp_path / "probe.toml"
+    make(cfg)
+    res = _cli(tmp_path, cfg)
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and re.search(match, res.output), res.output
+    record.update(outcome="named error", exit=res.exit_code)
+
+
+def test_probe_cli_symlink_loop_named(tmp_path: Any, record: dict) -> None:
+    pytest.importorskip("sklearn")
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    res = _cli(tmp_path, a)
+    assert res.exit_code == 2 and "cannot be read" in res.output and "Traceback" not in res.output
+    record.update(outcome="named error", exit=2)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sgdfluct.config import SAMPLING_MODES, _check, _Rule
+from sgdfluct.config import SAMPLING_MODES, _check, _Rule, read_toml
 from sgdfluct.errors import ConfigError
 
 __all__ = [
@@ -280,6 +279,11 @@ class ProbeSettings:
             _num("probe.sketch_size", self.sketch_size, int, self.top_k)
         _num("probe.bootstrap", self.bootstrap, int, 10, 1_000_000)
         _num("probe.near_null_rtol", self.near_null_rtol, float, 0.0, 1.0, open_low=True)
+        if self.near_null_rtol == 1.0:  # the probe's cut |θ| <= rtol λ_max needs rtol < 1
+            raise ConfigError(
+                "probe.near_null_rtol = 1.0 is out of range: expected a number in (0, 1) (a cut "
+                "at lambda_max would call every direction near-null)"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -397,13 +401,7 @@ def probe_config_from_dict(raw: Mapping[str, Any]) -> ProbeConfig:
 
 def load_probe_config(path: str | Path) -> ProbeConfig:
     """Read and validate a probe TOML file (:class:`ConfigError` on any problem)."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    raw, _ = read_toml(path, "config file")  # missing, binary, non-UTF-8, link loops: named
     return probe_config_from_dict(raw)
 
 

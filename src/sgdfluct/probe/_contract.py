@@ -29,7 +29,12 @@ import torch
 
 from sgdfluct.errors import ConfigError
 
-__all__ = ["check_dtypes_devices", "check_modes"]
+__all__ = [
+    "check_dtypes_devices",
+    "check_modes",
+    "check_recorder_memory",
+    "recorder_estimate",
+]
 
 _NORM_TYPES: tuple[type, ...] = (
     torch.nn.modules.batchnorm._BatchNorm,
@@ -111,3 +116,52 @@ def check_dtypes_devices(
                 f"parameter {n!r} is on {p.device} but the training inputs are on {x.device}: "
                 "expected one device (move the model or the data)"
             )
+
+
+def recorder_estimate(
+    dims: dict[str, int], sketch_size: int, top_k: int, directions: str, d_total: int
+) -> tuple[int, str]:
+    """Bytes the window's recorders will hold, and the largest contributor (for the message).
+
+    Per probed layer of ``d`` parameters: an exact PCA (``d <= sketch_size``) holds ``8 d² +
+    16 d``; a sketch ``8 d (2 ℓ + 2)`` (Y, Ω, reference, running sum); Hessian directions
+    ``8 d (k + 2)``. Plus the float64 window mean of every parameter (``8 d_total``) and, for the
+    analysis, a split-half recorder of the frozen directions (``8 d (k + 1)``).
+    """
+    total = 8 * d_total
+    worst, worst_bytes = "", -1
+    for name, d in dims.items():
+        if directions == "hessian":
+            b = 8 * d * (min(top_k, d) + 2)
+        elif d <= sketch_size:
+            b = 8 * d * d + 16 * d
+        else:
+            b = 8 * d * (2 * sketch_size + 2)
+        b += 8 * d * (min(top_k, d) + 1)
+        total += b
+        if b > worst_bytes:
+            worst, worst_bytes = f"layer {name!r}: {d} parameters", b
+    return total, worst
+
+
+def check_recorder_memory(
+    dims: dict[str, int], sketch_size: int, top_k: int, directions: str, d_total: int
+) -> None:
+    """Refuse, before any training, recorders that cannot fit (``sgdfluct.config.memory_limit``).
+
+    Raises
+    ------
+    ConfigError
+        With the estimate, the limit, the largest layer and what to change.
+    """
+    from sgdfluct.config import MEMORY_LIMIT_ENV, memory_limit
+
+    need, worst = recorder_estimate(dims, sketch_size, top_k, directions, d_total)
+    limit = memory_limit()
+    if need > limit // 2:  # the model, the data and the analysis need the rest
+        raise ConfigError(
+            f"the probe's recorders would need about {need / 2**30:.3g} GiB ({worst} is the "
+            f"largest; sketch_size = {sketch_size}, top_k = {top_k}) but half the memory limit "
+            f"is {limit / 2**31:.3g} GiB: lower top_k or sketch_size, probe fewer layers "
+            f"(layers=...), or raise {MEMORY_LIMIT_ENV}"
+        )

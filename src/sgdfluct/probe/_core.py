@@ -35,7 +35,7 @@ from sgdfluct.theory.detailed_balance import relative_commutator
 from sgdfluct.theory.lyapunov import discrete_additive_covariance
 from sgdfluct.theory.noise import batch_factor
 
-from ._contract import check_dtypes_devices, check_modes
+from ._contract import check_dtypes_devices, check_modes, check_recorder_memory
 from ._optim import OptimizerWatch
 from ._select import Layer, LayerSpec, discover_layers, parameters_without_gradient, select_layers
 from ._split import SplitRecorder
@@ -697,6 +697,13 @@ class FluctuationProbe:
         )
         if self.sketch_size < top_k:
             raise ConfigError(f"sketch_size = {sketch_size}: expected >= top_k = {top_k}")
+        check_recorder_memory(
+            {lay.name: lay.dim for lay in self.layers},
+            self.sketch_size,
+            self.top_k,
+            directions,
+            sum(p.numel() for p in model.parameters()),
+        )
         self.plateau = PlateauMonitor(block_records)
         self.trace = BoundedTrace()
         self.step = 0
