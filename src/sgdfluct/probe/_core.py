@@ -2,11 +2,12 @@
 
 docs/theory.md §11 (Feng & Tu's protocol, our analysis) and §9 (flatness, IVFR). Usage::
 
-    probe = FluctuationProbe(model, loss_fn, (x, y), learning_rate=0.05, batch_size=32,
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    probe = FluctuationProbe(model, loss_fn, (x, y), optimizer=opt, batch_size=32,
                              sampling="with_replacement", top_k=20, window=5000, every=10)
+    probe.attach(opt)              # observes every opt.step(); or call probe.observe() after it
     for step in range(steps):
-        ...  # one SGD step with torch.optim.SGD(lr=0.05)
-        probe.observe()
+        ...  # one SGD step: loss.backward(); opt.step()
         if probe.done:
             break
     run = probe.analyze()          # frozen ProbeRun
@@ -535,14 +536,20 @@ class FluctuationProbe:
     train_data : (inputs, targets) tensors
         The full training set (the loss profiles, Hessian and noise use all of it).
     learning_rate : float, optional
-        ``η``; or give ``optimizer`` (a ``torch.optim.SGD`` without momentum) to read η and the
-        weight decay from it.
+        ``η`` of every trained parameter; or give ``optimizer`` (a ``torch.optim.SGD`` without
+        momentum): every parameter group's ``lr`` and ``weight_decay`` are then read at every
+        step (``probe._optim``; changes inside the window are refused).
+    optimizer : torch.optim.SGD, optional
+        The user's optimizer (see :meth:`attach` to have it call :meth:`observe` itself).
     batch_size : int
         ``S``.
     sampling : {"with_replacement", "without_replacement", "epoch_shuffle"}
         How the training loop draws batches (sets ``f_S``, docs §3).
-    layers : "all" or sequence of int
-        1-based layers (a layer is one module's own parameters: weight and bias).
+    layers : "all" or sequence
+        Layers by 1-based number, module name or glob (``"fc*"``), module type
+        (``torch.nn.Conv2d``), parameter name or glob (``"*.weight"``: weights without
+        biases), or tuples of these (one layer); see ``probe._select``. A default layer is one
+        module's own parameters (weight and bias).
     top_k : int
         Directions per layer (all of a smaller layer), >= 3.
     window : int
@@ -553,7 +560,8 @@ class FluctuationProbe:
         PCA of the window (streaming Nyström sketch), or the top Lanczos eigenvectors of the
         layer's Hessian block at the window start (then the window covariance along them is exact).
     weight_decay : float
-        ``λ`` of ``torch.optim.SGD(weight_decay=λ)``: the loss is ``L + λ/2 ||w||²``.
+        ``λ`` of ``torch.optim.SGD(weight_decay=λ)``: the loss is ``L + λ/2 ||w||²`` (with
+        ``learning_rate`` only; an optimizer's groups give per-group ``λ_g``).
     steps : int, optional
         The training length; if the plateau test has not passed by ``steps − window``,
         :meth:`observe` raises :class:`MeasurementError`.
