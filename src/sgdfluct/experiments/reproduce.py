@@ -34,6 +34,7 @@ from sgdfluct.experiments.claims import (
 )
 from sgdfluct.experiments.claims.claim8_probe import PROBE_CLAIM_ID
 from sgdfluct.io import atomic_save_figure, atomic_write_json, to_jsonable
+from sgdfluct.plotting.polish import polish_figure
 from sgdfluct.progress import Progress, progress_mode
 from sgdfluct.report import ClaimResult, config_hash, machine_info, write_report
 from sgdfluct.runner import run_experiment_without_figures
@@ -206,6 +207,7 @@ def _claim_result(
         measurement = claim.measure(ds)
         fig = claim.figure(ds)
         tidy_log_axes(fig)
+        polish_figure(fig)  # readable ticks, clipped intervals marked, legends off the data
         try:
             path = figures_dir / f"{claim.id}.png"
             atomic_save_figure(fig, path)
@@ -320,3 +322,54 @@ def reproduce(
     }
     write_report(out, claim_results, header=header)
     return claim_results
+
+
+#: the cell-cost model (:func:`sgdfluct.experiments.sweep.cell_cost` x ``SECONDS_PER_COST``)
+#: against a measurement: the quick reproduction of issue 12 took 591 s on 2 quiet cores, 35 s of
+#: them claim 8, i.e. 556 s for sweeps the model put at 1990 core-seconds (995 s on 2 workers)
+MODEL_CALIBRATION = 556.0 / 995.0
+#: claim 8 (the probe, not a sweep) at the quick scale on 2 quiet cores (issue 12), and its full
+#: scale's growth: steps x 40/12, parameters x 2.4 (64-32-32-10 against 64-16-16-10)
+PROBE_QUICK_SECONDS = 35.0
+PROBE_FULL_FACTOR = (40_000 / 12_000) * (3402 / 1450)
+
+
+def projected_cost(scale: str = "full", workers: int = 2) -> dict[str, Any]:
+    """Projected wall time of ``reproduce`` at ``scale`` from the cell-cost model, calibrated on
+    the measured quick reproduction (:data:`MODEL_CALIBRATION`).
+
+    Returns
+    -------
+    dict
+        ``sweeps``: per sweep its cells, the claims that read it, core-seconds and its longest
+        cell (s); ``probe_seconds``; ``total_core_seconds``; ``wall_seconds`` (core-seconds /
+        workers, at least the longest cell, plus claim 8); ``workers``.
+    """
+    from sgdfluct.experiments.sweep import SECONDS_PER_COST, cell_cost, cells
+
+    if scale not in SCALES:
+        raise ConfigError(f"scale = {scale!r} is not allowed: expected one of {SCALES}")
+    if workers < 1:
+        raise ConfigError(f"workers = {workers!r} is out of range: expected an integer >= 1")
+    registry = _claims.REGISTRY
+    rows: dict[str, dict[str, Any]] = {}
+    for name, sweep in registry.sweep_defs(scale).items():
+        costs = [
+            cell_cost(c.config) * SECONDS_PER_COST * MODEL_CALIBRATION for c in cells(_spec(sweep))
+        ]
+        rows[name] = {
+            "cells": len(costs),
+            "claims": [c.id for c in registry.claims if c.sweep == name],
+            "core_seconds": float(sum(costs)),
+            "longest_cell_seconds": float(max(costs)),
+        }
+    core = sum(r["core_seconds"] for r in rows.values())
+    longest = max(r["longest_cell_seconds"] for r in rows.values())
+    probe = PROBE_QUICK_SECONDS * (PROBE_FULL_FACTOR if scale == "full" else 1.0)
+    return {
+        "sweeps": rows,
+        "probe_seconds": probe,
+        "total_core_seconds": core,
+        "wall_seconds": max(core / workers, longest) + probe,
+        "workers": workers,
+    }

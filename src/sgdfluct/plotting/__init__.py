@@ -1,10 +1,14 @@
-"""Figures. Every function takes ``ax=None``, draws, and returns the Axes; none saves."""
+"""Figures. Every function takes ``ax=None``, draws, and returns the Axes; none saves.
+
+:func:`polish_figure` makes any finished figure readable (ticks, clipped intervals, legends).
+"""
 
 from sgdfluct.plotting.landscape import (
     plot_curvature_variance,
     plot_loss_profiles,
     plot_variance_flatness,
 )
+from sgdfluct.plotting.polish import polish_figure
 from sgdfluct.plotting.single_layer import (
     plot_covariance_comparison,
     plot_covariance_spectrum,
@@ -21,4 +25,5 @@ __all__ = [
     "plot_layer_spectra",
     "plot_loss_profiles",
     "plot_variance_flatness",
+    "polish_figure",
 ]

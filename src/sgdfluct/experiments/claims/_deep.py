@@ -216,8 +216,18 @@ def _figure_null_space(ds: xr.Dataset) -> Figure:
         [_mean(sub, "null_space.symmetry_dim") for _, sub in points],
         "k_",
         ms=30,
-        label="N_h^2",
+        label="N_h^2 (symmetry directions)",
     )
+    if "null_space.expected_dim" in ds:  # the reference the rule compares with (issue 21)
+        ax.plot(
+            x + 0.15,
+            [_mean(sub, "null_space.expected_dim") for _, sub in points],
+            "D",
+            color="C3",
+            mfc="none",
+            ms=9,
+            label="closed form",
+        )
     ax.set_xticks(x + 0.15, [label for label, _ in points], fontsize=7)
     ax.set_ylabel("dimension")
     ax.legend(fontsize="small")
