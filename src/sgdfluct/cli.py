@@ -200,7 +200,16 @@ def run(config_path: Path, out_dir: Path, overwrite: bool, quiet: bool) -> None:
     "--scheduler",
     default=None,
     metavar="ADDRESS",
-    help="Address of a running Dask scheduler, e.g. tcp://host:8786 (needs sgdfluct[dask]).",
+    help="Address of a running Dask scheduler, e.g. tcp://host:8786 (needs sgdfluct[dask]); "
+    "checked before anything starts.",
+)
+@click.option(
+    "--scheduler-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds to connect to the --scheduler and complete its handshake.",
 )
 @_overwrite
 @_quiet
@@ -210,15 +219,24 @@ def sweep(
     out_dir: Path,
     workers: int | None,
     scheduler: str | None,
+    scheduler_timeout: float,
     overwrite: bool,
     quiet: bool,
 ) -> None:
     """Run a grid of experiments; re-running resumes and computes only missing cells."""
-    from sgdfluct.experiments.sweep import SweepIncomplete, load_sweep, run_sweep
-
     if workers is not None and scheduler is not None:
         raise ConfigError("--workers and --scheduler are exclusive: give one of them")
+    if scheduler is not None:
+        from sgdfluct.experiments._executors import check_scheduler_address
+
+        scheduler = check_scheduler_address(scheduler)  # malformed: refused at once
+    from sgdfluct.experiments.sweep import SweepIncomplete, load_sweep, run_sweep
+
     spec = load_sweep(sweep_path)
+    if scheduler is not None:
+        from sgdfluct.experiments._executors import check_scheduler
+
+        check_scheduler(scheduler, scheduler_timeout)  # connect + handshake, one deadline
     try:
         run_sweep(
             spec,
@@ -229,7 +247,11 @@ def sweep(
             overwrite=overwrite,
         )
     except SweepIncomplete as exc:
-        _fail(str(exc), code=EXIT_INTERRUPTED if exc.interrupted else 1)
+        # every failed cell failed on its output (a full disk, an unwritable folder): exit 2
+        outputs = bool(exc.failures) and all(
+            str(v).startswith("OutputError:") for v in exc.failures.values()
+        )
+        _fail(str(exc), code=EXIT_INTERRUPTED if exc.interrupted else 2 if outputs else 1)
     if not quiet:
         click.echo(f"sweep complete: {out_dir / 'sweep.nc'}")
 

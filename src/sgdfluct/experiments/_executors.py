@@ -9,7 +9,9 @@ is done when :func:`~sgdfluct.experiments.sweep.run_cell` has renamed its folder
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import multiprocessing
 import os
 import signal
@@ -23,19 +25,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sgdfluct.config import ConfigError
-from sgdfluct.errors import install_hint
 
 if TYPE_CHECKING:
     from sgdfluct.experiments.sweep import Cell, CellFn
 
-__all__ = ["Task", "run_dask", "run_local"]
+__all__ = ["SCHEDULER_TIMEOUT_S", "Task", "check_scheduler", "run_dask", "run_local"]
 
 Task: TypeAlias = tuple["Cell", Path]
 """One cell to compute and the (absolute) folder of its sweep."""
 
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 _KILLED = "its worker process died (killed or crashed)"
-_CONNECT_TIMEOUT_S = 30.0  # seconds to wait for a Dask scheduler before giving up
+#: seconds to connect to a Dask scheduler and complete its handshake (``--scheduler-timeout``)
+SCHEDULER_TIMEOUT_S = 30.0
+_CONNECT_TIMEOUT_S = SCHEDULER_TIMEOUT_S
+#: schemes whose addresses need a port
+_NETWORK_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+_EXAMPLE = "e.g. tcp://host:8786"
+#: seconds to wait for the client to close (the scheduler may be gone)
+_CLOSE_TIMEOUT_S = 5.0
+_LOST = (
+    "the Dask scheduler at {address!r} went away (connection lost) before this cell finished; "
+    "a re-run resumes the missing cells"
+)
 
 
 #: seconds between the worker watchdog's checks that the sweep's main process is alive
@@ -174,6 +186,187 @@ def run_local(
     return failures
 
 
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ConfigError(
+            "--scheduler needs the optional Dask extra: pip install 'sgdfluct[dask]'"
+        ) from exc
+    return distributed
+
+
+#: the address schemes distributed registers itself (``distributed.comm.registry.backends``;
+#: a test keeps the list equal); plug-ins add theirs as entry points
+_DISTRIBUTED_SCHEMES = ("inproc", "tcp", "tls", "ucx", "ws", "wss")
+
+
+def _schemes() -> list[str]:
+    """distributed's address schemes, read without importing it (a malformed address is refused
+    in well under a second)."""
+    from importlib.metadata import entry_points
+
+    plugins = [e.name for e in entry_points(group="distributed.comm.backends")]
+    return sorted({*_DISTRIBUTED_SCHEMES, *plugins})
+
+
+def check_scheduler_address(address: str) -> str:
+    """The address ``address`` of a Dask scheduler, checked without touching the network.
+
+    Raises
+    ------
+    ConfigError
+        If it is empty, its scheme is not one of distributed's (``tcp``, ``tls``, ``ws``,
+        ``wss``, ``ucx``, ``inproc``), or a network address lacks its host or port.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        _import_distributed()  # raises the ConfigError naming the extra
+    text = address.strip()
+    if not text:
+        raise ConfigError(f"--scheduler = {address!r} is empty: expected an address, {_EXAMPLE}")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text  # distributed's default scheme
+    known = _schemes()
+    if scheme not in known:
+        raise ConfigError(
+            f"--scheduler = {address!r}: unknown address scheme {scheme!r}; expected one of "
+            f"distributed's: {', '.join(known)} ({_EXAMPLE})"
+        )
+    if scheme in _NETWORK_SCHEMES:
+        host, colon, port = rest.rpartition(":")
+        if not colon or not port.isdigit() or not host or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"--scheduler = {address!r}: expected HOST:PORT after {scheme}:// with a port "
+                f"in [1, 65535] ({_EXAMPLE})"
+            )
+    return f"{scheme}://{rest}"
+
+
+#: seconds a server gets to greet first (a Dask server sends its handshake on accept) before the
+#: probe speaks, so that a server waiting for a request (HTTP) shows what it is
+_GREETING_GRACE_S = 1.0
+
+
+def _greeting_kind(data: bytes) -> str:
+    """``"dask"`` if ``data`` starts like distributed's TCP framing (8-byte little-endian total
+    length, then the frame count), else a description of the server."""
+    if data.startswith(b"HTTP/"):
+        return "an HTTP server"
+    if len(data) >= 16:
+        total = int.from_bytes(data[:8], "little")
+        frames = int.from_bytes(data[8:16], "little")
+        if 0 < frames <= 64 and 16 <= total < 2**24:
+            return "dask"
+    if data[:4].isascii() and data[:4].isalnum():
+        banner = data.split(b"\n")[0][:40].decode("ascii", "replace").strip()
+        return f"a server that greets with {banner!r}"
+    return "a server that does not speak distributed's protocol"
+
+
+async def _tcp_greeting(host: str, port: int, deadline: float) -> str:
+    """Connect to ``host:port`` and classify its first bytes (:func:`_greeting_kind`)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        try:
+            grace = max(0.0, min(_GREETING_GRACE_S, deadline - loop.time()))
+            data = await asyncio.wait_for(reader.read(64), grace)
+        except TimeoutError:  # silent so far: ask as a request-driven (HTTP) server expects
+            writer.write(b"GET / HTTP/1.0\r\n\r\n")
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(64), max(0.0, deadline - loop.time()))
+        if not data:
+            return "a server that closed the connection without a word"
+        return _greeting_kind(data)
+    finally:
+        writer.close()
+
+
+async def _identify(address: str, timeout: float) -> dict[str, Any]:
+    """Ask the server at ``address`` who it is (TCP: its greeting first, then distributed's
+    handshake and an ``identity`` request), all within ``timeout`` seconds."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    scheme, _, rest = address.partition("://")
+    if scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        kind = await _tcp_greeting(host.strip("[]"), int(port), deadline)
+        if kind != "dask":
+            return {"type": None, "kind": kind}
+    remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+    comm = await connect(address, timeout=remaining)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        reply = await comm.read()
+    finally:
+        comm.abort()
+    return reply if isinstance(reply, dict) else {"reply": reply}
+
+
+def check_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT_S) -> str:
+    """Check, before anything starts, that a Dask scheduler answers at ``address``.
+
+    The address is checked first (:func:`check_scheduler_address`, no network); then the TCP
+    connection, distributed's handshake and an ``identity`` request share one deadline of
+    ``timeout`` seconds (a port that accepts but never answers fails after ``timeout``).
+
+    Returns
+    -------
+    str
+        The normalized address (with its scheme).
+
+    Raises
+    ------
+    ConfigError
+        A malformed address; nothing answers in time; the server is not a Dask scheduler (e.g.
+        an HTTP server on that port), named as such.
+    """
+    import asyncio
+
+    address = check_scheduler_address(address)
+    if not (timeout > 0 and timeout < float("inf")):
+        raise ConfigError(f"--scheduler-timeout = {timeout!r}: expected seconds > 0")
+    try:
+        reply = asyncio.run(asyncio.wait_for(_identify(address, timeout), timeout))
+    except TimeoutError:
+        raise ConfigError(
+            f"no Dask scheduler answered at {address!r} within --scheduler-timeout = {timeout:g} "
+            "s (connect and handshake): check the address and that the scheduler is running"
+        ) from None
+    except OSError as exc:
+        reason = " ".join(str(exc).split())
+        if "Timed out" in reason or "timed out" in reason:
+            raise ConfigError(
+                f"cannot reach a Dask scheduler at {address!r} within --scheduler-timeout = "
+                f"{timeout:g} s: {reason}"
+            ) from None
+        raise ConfigError(f"cannot reach a Dask scheduler at {address!r}: {reason}") from None
+    except (MemoryError, Exception) as exc:  # garbage where distributed's frames should be
+        raise ConfigError(
+            f"the server at {address!r} is not a Dask scheduler: it does not speak distributed's "
+            f"protocol ({type(exc).__name__}); check the address and port"
+        ) from None
+    if "kind" in reply:
+        raise ConfigError(
+            f"the server at {address!r} is not a Dask scheduler: it is {reply['kind']}; check "
+            "the address and port"
+        )
+    if reply.get("type") != "Scheduler":
+        raise ConfigError(
+            f"the server at {address!r} is not a Dask scheduler: it identifies as "
+            f"{reply.get('type', 'unknown')!r}; give the scheduler's address"
+        )
+    return address
+
+
 def run_dask(
     cell_fn: CellFn,
     todo: Sequence[Task],
@@ -186,12 +379,9 @@ def run_dask(
     The sweep folders must be on a file system the workers share with this process. The order of
     ``todo`` is passed on as Dask task priorities (the first task has the highest).
     """
-    try:
-        from distributed import Client, as_completed
-    except ImportError as exc:
-        raise ConfigError(
-            f"--scheduler needs the optional Dask extra: install it {install_hint('dask')}"
-        ) from exc
+    _import_distributed()
+    from distributed import Client, as_completed
+
     from sgdfluct.experiments.sweep import run_cell
 
     own_client = isinstance(scheduler, str)
@@ -208,6 +398,10 @@ def run_dask(
         )
     failures: dict[tuple[Path, str], str] = {}
     futures: list[Any] = []
+    # a lost scheduler is reported per cell (_LOST); the client's own reconnect tracebacks are not
+    client_log = logging.getLogger("distributed.client")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
     try:
         task = functools.partial(run_cell, cell_fn)
         futures = [
@@ -220,14 +414,25 @@ def run_dask(
         for future in as_completed(futures, loop=client.loop):
             if future.status == "finished":
                 on_done(1)
-            else:
-                error = future.exception()
-                failures[by_key[future.key]] = f"{type(error).__name__}: {error}"
+                continue
+            error = None
+            if future.status == "error":
+                try:
+                    error = future.exception()
+                except Exception:  # the scheduler went away while asking
+                    error = None
+            failures[by_key[future.key]] = (
+                f"{type(error).__name__}: {error}"
+                if error is not None
+                else _LOST.format(address=getattr(client.scheduler, "address", scheduler))
+            )
     except BaseException:
         if futures:
             client.cancel(futures)
         raise
     finally:
         if own_client:
-            client.close()
+            with contextlib.suppress(Exception):  # a scheduler that went away: do not wait long
+                client.close(timeout=_CLOSE_TIMEOUT_S)
+        client_log.setLevel(level)
     return failures
