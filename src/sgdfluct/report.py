@@ -337,8 +337,9 @@ def headline(claim: ClaimResult) -> tuple[str, str]:
     """``(name, rendered value)`` of the claim's headline quantity (``("", "")`` if none).
 
     ``claim.headline`` names it (a dotted path; list items by index); otherwise it is the first
-    measured value, depth first, that has an interval (``{"value", "ci"}``), named by its path
-    (with the ``cell`` label of a list item).
+    measured value, depth first, that has an interval (``{"value", "ci"}``, or ``x`` next to
+    ``x_ci``), named by its path (with the ``cell`` label of a list item); ``("", "")`` if there
+    is none.
     """
     measured = to_jsonable(claim.measured)
     if not isinstance(measured, Mapping):
@@ -354,26 +355,45 @@ def headline(claim: ClaimResult) -> tuple[str, str]:
                 raise KeyError(f"headline {claim.headline!r} of claim {claim.id}: no {part!r}")
         return claim.headline, _number_only(node)
 
-    def first(value: Any, path: list[str]) -> tuple[str, str] | None:
+    def interval(value: Any) -> bool:
+        return isinstance(value, list) and len(value) == 2 and None not in value
+
+    def first(value: Any, path: list[str], loose: bool) -> tuple[str, str] | None:
+        """Depth first: a value with an interval (``{"value", "ci"}`` or ``x`` with ``x_ci``);
+        ``loose``: else any number."""
         if isinstance(value, Mapping):
-            if "value" in value and isinstance(value.get("ci"), list) and None not in value["ci"]:
-                return " · ".join(path), _number_only(value)
+            if "value" in value and (interval(value.get("ci")) or loose):
+                if value["value"] is not None:
+                    return " · ".join(path), _number_only(value)
             for k, v in value.items():
-                if k == "cell":
+                ci = value.get(f"{k}_ci")
+                if _is_number(v) and interval(ci):
+                    pair = {"value": v, "ci": ci}
+                    return " · ".join([*path, str(k)]), _number_only(pair)
+            for k, v in value.items():
+                if k == "cell" or str(k).endswith(("_ci", "_note")):
                     continue
-                hit = first(v, [*path, str(k)])
+                if loose and _is_number(v):
+                    return " · ".join([*path, str(k)]), _format_number(v)
+                hit = first(v, [*path, str(k)], loose)
                 if hit:
                     return hit
         elif isinstance(value, list):
             for v in value:
                 # a list of cells: the cell's label replaces the list's name
                 labelled = isinstance(v, Mapping) and "cell" in v
-                hit = first(v, [*path[:-1], str(v["cell"])] if labelled else path)
+                hit = first(v, [*path[:-1], str(v["cell"])] if labelled else path, loose)
                 if hit:
                     return hit
         return None
 
-    return first(measured, []) or ("", "")
+    # no number-only fallback: the first number of a claim without intervals (a cell count, a
+    # raw error) would mislead; such a claim names its headline
+    return first(measured, [], False) or ("", "")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _measured_rows(measured: Mapping[str, Any] | str) -> list[tuple[str, str]]:

@@ -238,6 +238,8 @@ def _claim_result(
         details=details,
         rule=claim.rule,
         rule_history=tuple(claim.rule_history),
+        # the summary table's headline, where a claim names one (report.headline)
+        headline=getattr(measurement, "headline", "") or getattr(claim, "headline", ""),
     )
 
 
@@ -301,8 +303,9 @@ def reproduce(
             claim_results.append(_with_design(result, c, scale, frozen, seeds))
             bar.advance(f"{c.id}: {claim_results[-1].verdict}")
         for s in standalone:
-            seeds = {"seeds": list(s.seeds(scale))} if s.seeds else None
-            claim_results.append(_with_design(s.run(scale, out, workers), s, scale, frozen, seeds))
+            probe_seeds = {"seeds": list(s.seeds(scale))} if s.seeds else None
+            result = s.run(scale, out, workers)
+            claim_results.append(_with_design(result, s, scale, frozen, probe_seeds))
             bar.advance(f"{s.id}: {claim_results[-1].verdict}")
     header = {
         "version": __version__,
