@@ -118,3 +118,37 @@ def test_every_registered_module_is_a_claim_file():
     registered = {m.__name__.rsplit(".", 1)[-1] for m in REGISTRY.modules}
     assert files == registered
     assert len(REGISTRY.ids()) == len(REGISTRY.modules)
+
+
+def test_seed_plan_table_gives_every_claim_its_full_seeds():
+    from sgdfluct.experiments.claims import FULL_SEED_CAP, seed_plan_table, sweep_defs
+    from sgdfluct.experiments.verdicts import seeds_for_half_width
+
+    rows = {r["claim"]: r for r in seed_plan_table()}
+    assert set(rows) == set(REGISTRY.ids())
+    full = sweep_defs("full")
+    for claim in REGISTRY.claims:
+        row = rows[claim.id]
+        if claim.seed_plan is None:
+            assert row["note"] and row["full_seeds"] == full[claim.sweep].replicates
+            continue
+        p = claim.seed_plan
+        assert row["full_seeds"] == seeds_for_half_width(
+            p.quick_sd, p.target_half_width, minimum=p.minimum, cap=FULL_SEED_CAP
+        )
+        # the sweep runs at least the seeds its claims plan, never fewer
+        assert full[claim.sweep].replicates >= row["full_seeds"]
+        assert row["capped"] == (row["reached_half_width"] > p.target_half_width)
+
+
+def test_projected_cost_adds_up_and_refuses_bad_input():
+    from sgdfluct.experiments.reproduce import projected_cost
+
+    quick, full = projected_cost("quick"), projected_cost("full", workers=2)
+    assert full["total_core_seconds"] > quick["total_core_seconds"] > 0
+    assert full["wall_seconds"] >= full["total_core_seconds"] / 2
+    assert sum(r["cells"] for r in full["sweeps"].values()) > 0
+    with pytest.raises(ConfigError, match="workers"):
+        projected_cost("full", workers=0)
+    with pytest.raises(ConfigError, match="scale"):
+        projected_cost("huge")

@@ -33,11 +33,14 @@ sweep of its own), then add it to ``_MODULES`` below (one line).
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from ._base import (
+    FULL_SEED_CAP,
     ClaimRegistry,
     ClaimSpec,
     Measurement,
+    SeedPlan,
     StandaloneClaim,
     SweepDef,
     require_metrics,
@@ -70,6 +73,7 @@ __all__ = [
     "END_POINT_RTOL",
     "ETA_SLOPE_RANGE",
     "FAIL_MULTIPLE",
+    "FULL_SEED_CAP",
     "IVFR_EQUIVALENCE_DELTA",
     "LAYER_ERROR_TARGET",
     "MATCH_MULTIPLE",
@@ -83,9 +87,11 @@ __all__ = [
     "ClaimRegistry",
     "ClaimSpec",
     "Measurement",
+    "SeedPlan",
     "StandaloneClaim",
     "SweepDef",
     "require_metrics",
+    "seed_plan_table",
     "sweep_defs",
     "tidy_log_axes",
 ]
@@ -125,3 +131,45 @@ def sweep_defs(scale: str = "quick") -> dict[str, SweepDef]:
     carry no weight).
     """
     return REGISTRY.sweep_defs(scale)
+
+
+def seed_plan_table(registry: ClaimRegistry | None = None) -> list[dict[str, Any]]:
+    """The power calculation of every claim: the seeds the full (confirmatory) scale gets.
+
+    One row per claim: ``claim``, ``quantity``, ``quick_sd``, ``quick_seeds``,
+    ``target_half_width``, ``full_seeds`` (:meth:`SeedPlan.full_seeds`, capped at
+    :data:`FULL_SEED_CAP`), ``reached_half_width``, ``capped``, ``source``, ``reason``; for a claim
+    without a plan the seeds its sweep runs at full scale and ``note`` (why seeds do not decide it).
+    """
+    reg = REGISTRY if registry is None else registry
+    defs = reg.sweep_defs("full")
+    rows: list[dict[str, Any]] = []
+    every: list[ClaimSpec | StandaloneClaim] = [*reg.claims, *reg.standalone]
+    for claim in every:
+        plan = claim.seed_plan
+        if plan is None:
+            full = (
+                defs[claim.sweep].replicates
+                if isinstance(claim, ClaimSpec)
+                else len(claim.seeds("full"))
+                if claim.seeds
+                else None
+            )
+            rows.append({"claim": claim.id, "full_seeds": full, "note": claim.seed_note})
+            continue
+        n = plan.full_seeds()
+        rows.append(
+            {
+                "claim": claim.id,
+                "quantity": plan.quantity,
+                "quick_sd": plan.quick_sd,
+                "quick_seeds": plan.quick_seeds,
+                "target_half_width": plan.target_half_width,
+                "full_seeds": n,
+                "reached_half_width": plan.reached_half_width(),
+                "capped": n == FULL_SEED_CAP and plan.reached_half_width() > plan.target_half_width,
+                "source": plan.source,
+                "reason": plan.reason,
+            }
+        )
+    return rows

@@ -143,8 +143,9 @@ class ClaimSpec:
     rule: str = ""
     rule_history: tuple[Mapping[str, Any], ...] = ()
     #: the power calculation of its full-scale seeds; None when data seeds do not decide it
-    #: (within-run standard errors or exact checks)
+    #: (within-run standard errors or exact checks): ``seed_note`` then says why
     seed_plan: SeedPlan | None = None
+    seed_note: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,6 +164,7 @@ class StandaloneClaim:
     rule: str = ""
     rule_history: tuple[Mapping[str, Any], ...] = ()
     seed_plan: SeedPlan | None = None
+    seed_note: str = ""
     #: the seeds it runs at a scale (recorded in claims.json)
     seeds: Callable[[str], Sequence[int]] | None = None
 

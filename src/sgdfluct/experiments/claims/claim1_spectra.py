@@ -91,13 +91,13 @@ def sweeps(scale: str) -> tuple[SweepDef, ...]:
 #: and confirmatory scales")
 SEED_PLAN = SeedPlan(
     quantity="per-seed log-log slope of the spectral distance vs q",
-    quick_sd=0.0302,
+    quick_sd=0.0306,
     quick_seeds=3,
-    target_half_width=0.1,
-    source="README's quick table of 2026-11-28 (interval half-width -> sd; 2-digit rounding)",
-    reason=(
-        "the quick interval [0.35, 0.50] lies 0.35 above 0; a half-width of 0.1 keeps 0 excluded"
+    target_half_width=0.21,
+    source=(
+        "reproduce --quick --only 1 --only 2 --only 7g, 2026-12-02 (slope 0.427 [0.351, 0.503])"
     ),
+    reason="half the distance of the quick slope 0.427 from the threshold 0",
 )
 
 

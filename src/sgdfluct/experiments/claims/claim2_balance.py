@@ -99,13 +99,13 @@ def _figure_balance(ds: xr.Dataset) -> Figure:
 #: and confirmatory scales")
 SEED_PLAN = SeedPlan(
     quantity="per-seed log-log slope of the commutator vs alpha",
-    quick_sd=0.0342,
+    quick_sd=0.0331,
     quick_seeds=3,
-    target_half_width=0.1,
-    source="README's quick table of 2026-11-28 (interval half-width -> sd; 2-digit rounding)",
-    reason=(
-        "the quick interval [-0.82, -0.65] lies 0.65 below 0; a half-width of 0.1 keeps 0 excluded"
+    target_half_width=0.37,
+    source=(
+        "reproduce --quick --only 1 --only 2 --only 7g, 2026-12-02 (slope -0.735 [-0.817, -0.653])"
     ),
+    reason="half the distance of the quick slope -0.735 from the threshold 0",
 )
 
 

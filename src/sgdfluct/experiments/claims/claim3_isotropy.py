@@ -175,12 +175,9 @@ SEED_PLAN = SeedPlan(
     quantity="Spearman(sigma_i, F_i), simulation",
     quick_sd=0.2516,
     quick_seeds=10,
-    target_half_width=0.1,
+    target_half_width=0.063,
     source="reproduce --quick --only 3, 2026-12-02 (rho = -0.174 [-0.354, 0.006])",
-    reason=(
-        "the quick mean -0.174 lies 0.126 inside the margin -0.3: a half-width of 0.1 "
-        "decides the equivalence if the mean stays there"
-    ),
+    reason="half the distance of the quick rho -0.174 from the margin -0.3",
 )
 
 

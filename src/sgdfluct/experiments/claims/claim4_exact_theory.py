@@ -133,6 +133,7 @@ def sweeps(scale: str) -> tuple[SweepDef, ...]:
 
 
 CLAIM = ClaimSpec(
+    seed_note="one data seed per cell: decided by each cell's within-run noise floor, not by seeds",
     id="4_exact_theory_vs_simulation",
     statement="Simulation vs theory: the exact discrete-time equation matches simulated "
     "covariances within statistical error; the continuum Lyapunov solution deviates by "

@@ -41,6 +41,10 @@ def sweeps(scale: str) -> tuple[SweepDef, ...]:
 
 
 CLAIM = ClaimSpec(
+    seed_note=(
+        "one data seed per cell: decided by each cell's within-run noise floor and exact "
+        "null-space dimensions"
+    ),
     id="5_two_layer_linearized_theory",
     statement="Two layers: null space of dimension N_h^2, drift along the symmetry orbit "
     "then saturation; linearized theory vs simulation per layer.",

@@ -63,7 +63,7 @@ def _measure_null_space_widths(ds: xr.Dataset) -> Measurement:
 def sweeps(scale: str) -> tuple[SweepDef, ...]:
     """This claim's sweeps at ``scale`` ("quick", "full"; "smoke" shrinks them later)."""
     full = scale == "full"
-    k = length_factor(scale)
+    k = length_factor(scale, seed_limited=True)
     return (
         SweepDef(
             name="two_layer_wide",
@@ -75,6 +75,9 @@ def sweeps(scale: str) -> tuple[SweepDef, ...]:
 
 
 CLAIM = ClaimSpec(
+    seed_note=(
+        "exact integer dimensions in every cell; its sweep runs the seeds that claims 6 and 7b plan"
+    ),
     id="5b_null_space_widths",
     statement="Two layers (N_i = 20, N_o = 5): the Hessian null space has dimension N_h^2 "
     "exactly at the minima SGD reaches when N_h equals the product's rank, and the predicted "

@@ -35,7 +35,7 @@ OUTPUT_DIMS = (3, 4, 6)
 def sweeps(scale: str) -> tuple[SweepDef, ...]:
     """This claim's sweeps at ``scale`` ("quick", "full"; "smoke" shrinks them later)."""
     full = scale == "full"
-    k = length_factor(scale)
+    k = length_factor(scale, seed_limited=True)
     return (
         SweepDef(
             name="two_layer_outputs",

@@ -106,6 +106,7 @@ def _measure_finite_eta(ds: xr.Dataset) -> Measurement:
 
 
 CLAIM = ClaimSpec(
+    seed_note="one data seed per cell: decided by the paired within-run standard errors",
     id="7e_finite_learning_rate",
     statement="Beyond the paper: at finite learning rates the paper's continuum linearization "
     "misses the simulation increasingly with eta; the discrete-time theory stays closer.",

@@ -67,9 +67,9 @@ SEED_PLAN = SeedPlan(
     quantity="per-seed psi_3 (last layer)",
     quick_sd=0.0479,
     quick_seeds=3,
-    target_half_width=0.05,
+    target_half_width=0.0485,
     source="README's quick table of 2026-11-28 (interval half-width -> sd; 2-digit rounding)",
-    reason="the quick estimate 0.097 then lies ~0.05 clear of 0",
+    reason="half the distance of the quick psi_3 0.097 from the threshold 0",
 )
 
 

@@ -111,6 +111,9 @@ def sweeps(scale: str) -> tuple[SweepDef, ...]:
 
 
 CLAIM = ClaimSpec(
+    seed_note=(
+        "deterministic convergence checked in every cell (agreement to round-off), not a seed mean"
+    ),
     id="7g2_interpolation_start_dependence",
     statement="Beyond the paper: below alpha = 1 the SGD end point depends on the start; "
     "from a fixed random start SGD reaches the predicted interpolating solution and its "

@@ -15,7 +15,7 @@ from sgdfluct.experiments.verdicts import (
     seed_interval,
 )
 
-from ._base import ClaimSpec, Measurement, SweepDef
+from ._base import ClaimSpec, Measurement, SeedPlan, SweepDef
 from ._base import change as _change
 from ._shared import (
     _errorbar,
@@ -25,7 +25,7 @@ from ._shared import (
 )
 from ._sweeps import _SINGLE, _merge, length_factor
 
-__all__ = ["CLAIM", "TEST_LOSS_FLUCTUATION_MARGIN", "sweeps"]
+__all__ = ["CLAIM", "SEED_PLAN", "TEST_LOSS_FLUCTUATION_MARGIN", "sweeps"]
 
 #: claim 7g: above alpha = 1 the simulated fluctuation part of the test loss must equal the theory
 #: within this relative margin (seed interval of sim/theory - 1 inside (-margin, margin))
@@ -150,7 +150,23 @@ def sweeps(scale: str) -> tuple[SweepDef, ...]:
     )
 
 
+#: the power calculation of the full scale's seeds (issue 18; docs/theory.md §10, "Exploratory
+#: and confirmatory scales")
+SEED_PLAN = SeedPlan(
+    quantity="per-seed simulated / predicted fluctuation part - 1 at the noisiest alpha > 1",
+    quick_sd=0.0173,
+    quick_seeds=3,
+    target_half_width=0.043,
+    source=(
+        "reproduce --quick --only 1 --only 2 --only 7g, 2026-12-02 (alpha = 1.2: -0.014 "
+        "[-0.057, 0.029])"
+    ),
+    reason="half the distance of the quick -0.014 (alpha = 1.2) from the margin -0.1",
+)
+
+
 CLAIM = ClaimSpec(
+    seed_plan=SEED_PLAN,
     id="7g_test_loss_double_descent",
     statement="Beyond the paper: the test loss vs alpha (double descent) and its SGD "
     "fluctuation contribution, simulated and predicted.",

@@ -492,4 +492,8 @@ CLAIM = StandaloneClaim(
     rule=RULE,
     rule_history=tuple(RULE_HISTORY),
     seeds=lambda scale: claim8_seeds(scale, 2 if scale == "smoke" else PROBE_CLAIM_SEEDS),
+    seed_note=(
+        "5 seeds at both scales (the rule needs >= 5): its statistic changed on 2026-12-02 (the "
+        "calibrated psi), whose quick between-seed sd has not been measured yet"
+    ),
 )
