@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sgdfluct.config import ConfigError
+from sgdfluct.errors import install_hint
 
 if TYPE_CHECKING:
     from sgdfluct.experiments.sweep import Cell, CellFn
@@ -191,7 +192,7 @@ def _import_distributed() -> Any:
         import distributed
     except ImportError as exc:
         raise ConfigError(
-            "--scheduler needs the optional Dask extra: pip install 'sgdfluct[dask]'"
+            f"--scheduler needs the optional Dask extra: install it {install_hint('dask')}"
         ) from exc
     return distributed
 
