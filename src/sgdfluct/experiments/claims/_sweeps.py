@@ -35,10 +35,13 @@ def fresh_seeds(base: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, An
 
 
 #: the full scale's length multiplier for sweeps whose verdicts are limited by seeds (the IVFR
-#: sweeps of claims 6, 7a-d): their between-seed scatter is mostly between data sets (I² = 0.7 for
-#: 7c/d at quick scale), which longer runs do not shrink: with a share I² between seeds, k x longer
-#: runs leave sd² ∝ I² + (1 - I²)/k, so k = 3 is within 5 % of k = 10 at I² = 0.7 for 30 % of its
-#: cost; the seeds the power calculation asks for buy more (issue 18: "fewer, better-chosen cells")
+#: sweeps of claims 6, 7a-d): with a share I² of the between-seed variance that is between data
+#: sets (Higgins' I², reported per grid point), k x longer runs leave sd² ∝ I² + (1 - I²)/k, and the
+#: seeds needed for a half-width scale like sd², so the cost k n ∝ k I² + (1 - I²) never falls
+#: with k: a longer run buys nothing that seeds do not buy as cheaply (I² = 0 at 7a/7b's quick
+#: grid points but 0.42 at N_o = 6 and 0.71 for 7c/d), while 3 x the quick length keeps the
+#: windows and the saturation gate well inside each run. The seeds stay those planned from the
+#: quick (1 x) sd, which is conservative at 3 x (issue 18: "fewer, better-chosen cells")
 SEED_LIMITED_FULL_FACTOR = 3
 
 

@@ -53,15 +53,15 @@ def _measure_outputs(ds: xr.Dataset) -> Measurement:
 #: the power calculation of the full scale's seeds (issue 18; docs/theory.md §10, "Exploratory
 #: and confirmatory scales")
 SEED_PLAN = SeedPlan(
-    quantity="per-seed psi_2 at the noisiest N_o",
-    quick_sd=0.0785,
+    quantity="per-seed psi_2 at N_o = 4 (the point that needs the most seeds)",
+    quick_sd=0.0778,
     quick_seeds=5,
-    target_half_width=0.025,
-    source="README's quick table (N_o = 3 of the old design; placeholder)",
-    reason=(
-        "half the practical margin 0.05: a psi at the margin is then told from 0 and from "
-        "the margin"
+    target_half_width=0.047,
+    source=(
+        "reproduce --quick --only 7a --only 7b, 2026-12-02 (new design; N_o = 4: 0.094 "
+        "[-0.003, 0.190])"
     ),
+    reason="half the distance of the quick psi_2 = 0.094 at N_o = 4 from the threshold 0",
 )
 
 

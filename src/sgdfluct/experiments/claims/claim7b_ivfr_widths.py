@@ -31,15 +31,16 @@ def _measure_widths(ds: xr.Dataset) -> Measurement:
 #: the power calculation of the full scale's seeds (issue 18; docs/theory.md §10, "Exploratory
 #: and confirmatory scales")
 SEED_PLAN = SeedPlan(
-    quantity="per-seed psi_2 at the noisiest N_h",
-    quick_sd=0.041,
+    quantity="per-seed psi_2 at N_h = 5 (the point that needs the most seeds)",
+    quick_sd=0.0407,
     quick_seeds=5,
-    target_half_width=0.025,
-    source="README's quick table of 2026-11-28 (interval half-width -> sd; 2-digit rounding)",
-    reason=(
-        "half the practical margin 0.05: a psi at the margin is then told from 0 and from "
-        "the margin"
+    target_half_width=0.059,
+    source=(
+        "reproduce --quick --only 7a --only 7b, 2026-12-02 (N_h = 5: 0.118 [0.068, "
+        "0.169]; N_h = 3: -0.014 [-0.027, -0.001], sd 0.011, 0.064 below the margin, "
+        "needs 3)"
     ),
+    reason="half the distance of the quick psi_2 = 0.118 at N_h = 5 from the threshold 0",
 )
 
 
