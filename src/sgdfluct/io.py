@@ -49,9 +49,11 @@ __all__ = [
     "atomic_write_dataset",
     "atomic_write_json",
     "atomic_write_text",
+    "check_free_space",
     "check_writable_file",
     "checkpoint_interval",
     "claim_output_dir",
+    "dataset_bytes_estimate",
     "discard_damaged",
     "folder_lock",
     "load_stage",
@@ -157,7 +159,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as exc:  # disk full, quota, read-only file system, ...
         if exc.errno not in _STORAGE_ERRNOS:
             raise
-        raise _output_error(path, exc, "write") from None
+        error = _output_error(path, exc, "write")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            error = _no_space(f"{error}; free some space, then re-run the same command")
+        raise error from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -225,10 +230,131 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
+#: free space asked for on top of a netCDF file's array bytes: HDF5 metadata and chunk
+#: indices (measured: a 25 kB result.nc of a tiny run holds 9 kB of arrays), the figures and
+#: summary written after it (a run's figures: ~0.3 MB)
+DISK_MARGIN_BYTES = 2 * 1024**2
+#: relative margin on the array bytes
+DISK_MARGIN_FACTOR = 1.25
+#: HDF5 metadata per variable (bytes)
+DISK_BYTES_PER_VARIABLE = 8 * 1024
+#: netCDF files up to this size are serialized in memory and written with plain file writes,
+#: so a full disk is an ordinary ``OSError`` (h5py writing to a full disk can crash the process)
+IN_MEMORY_NETCDF_BYTES = 512 * 1024**2
+
+
+def dataset_bytes_estimate(dataset: Any) -> int:
+    """Bytes a netCDF file of ``dataset`` needs: its arrays and attributes with the margins
+    :data:`DISK_MARGIN_FACTOR`, :data:`DISK_BYTES_PER_VARIABLE` and :data:`DISK_MARGIN_BYTES`."""
+    variables = {**dataset.coords, **dataset.data_vars}
+    arrays = sum(int(v.nbytes) for v in variables.values())
+    attrs = sum(len(str(v)) for v in dataset.attrs.values()) + sum(
+        len(str(a)) for v in variables.values() for a in v.attrs.values()
+    )
+    return int(
+        DISK_MARGIN_FACTOR * (arrays + attrs)
+        + DISK_BYTES_PER_VARIABLE * len(variables)
+        + DISK_MARGIN_BYTES
+    )
+
+
+def check_free_space(folder: str | Path, needed: int, what: str) -> None:
+    """Refuse, before writing, when ``folder`` has fewer than ``needed`` bytes free.
+
+    Raises
+    ------
+    OutputError
+        Naming the folder, the bytes needed and the bytes free (exit 2). The run's checkpoints
+        are kept (:func:`resumable`): once space is freed, the same command resumes.
+    """
+    folder = Path(folder)
+    try:
+        free = int(shutil.disk_usage(folder).free)
+    except OSError:
+        return  # cannot tell: the write itself reports a full disk
+    shown = folder
+    if folder.name.startswith(".") and _TMP_TAG in folder.name:  # a claimed folder's temporary
+        shown = folder.parent / folder.name[1 : folder.name.index(_TMP_TAG)]
+    if free < needed:
+        raise _no_space(
+            f"not enough free space in {str(shown)!r} to write {what}: {needed} bytes needed "
+            f"(an estimate from the array sizes, with margin), {free} bytes free; free some "
+            "space or choose another output folder, then re-run the same command"
+        )
+
+
+def _no_space(message: str) -> OutputError:
+    """An :class:`OutputError` for a full disk: :func:`resumable` keeps the checkpoints."""
+    error = OutputError(message)
+    error.keep_checkpoints = True  # type: ignore[attr-defined]
+    return error
+
+
+def _local_write_lock() -> contextlib.AbstractContextManager[Any]:
+    """Inside a Dask worker, xarray locks an in-memory netCDF write with a ``distributed.Lock``
+    named after the ``BytesIO`` object, which the scheduler rejects ("Semaphore or Lock ... not
+    known"): every cell of ``sweep --scheduler`` failed. The write is local to this process, so
+    the local (synchronous-scheduler) lock is the right one."""
+    if "distributed" not in sys.modules:
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.config.set(scheduler="synchronous")
+
+
 def atomic_write_dataset(path: str | Path, dataset: Any) -> None:
-    """Write an ``xarray.Dataset`` to netCDF (h5netcdf engine) atomically."""
+    """Write an ``xarray.Dataset`` to netCDF (h5netcdf engine) atomically.
+
+    The free space is checked first (:func:`check_free_space` with
+    :func:`dataset_bytes_estimate`). Files up to :data:`IN_MEMORY_NETCDF_BYTES` are serialized
+    in memory and written with plain file writes; any error of the netCDF library on a larger
+    file becomes an :class:`OutputError` naming the path (never a crash on a full disk).
+    """
+    path = Path(path)
+    estimate = dataset_bytes_estimate(dataset)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    check_free_space(path.parent, estimate, path.name)
     with atomic_path(path) as tmp:
-        dataset.to_netcdf(tmp, engine="h5netcdf")
+        if estimate <= IN_MEMORY_NETCDF_BYTES:
+            with _local_write_lock():
+                data = dataset.to_netcdf(engine="h5netcdf")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        else:  # streamed through a Python file object: the OS errors surface in Python
+            try:
+                dataset.to_netcdf(tmp, engine="h5netcdf")
+            except Exception as exc:
+                _close_hdf5_files()  # else HDF5 retries the failed flush at exit and crashes
+                reason = " ".join(str(exc).split())[:300]
+                message = f"cannot write {str(path)!r}: {reason}"
+                try:
+                    full = shutil.disk_usage(path.parent).free < estimate
+                except OSError:
+                    full = False
+                raise (_no_space(message) if full else OutputError(message)) from None
+
+
+def _close_hdf5_files() -> None:
+    """After a failed netCDF write: mark the h5netcdf files left open as closed (their
+    finalizer would flush into the failed HDF5 file and crash the interpreter, SIGSEGV) and close
+    the HDF5 files h5py still holds (errors ignored)."""
+    import gc
+
+    try:
+        import h5netcdf
+        import h5py
+    except ImportError:  # pragma: no cover - the h5netcdf engine needs both
+        return
+    for obj in gc.get_objects():
+        if isinstance(obj, h5netcdf.File) and not getattr(obj, "_closed", True):
+            obj._closed = True  # skip the flush of __del__
+    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        with contextlib.suppress(Exception):
+            while fid.valid:
+                fid.close()
 
 
 def atomic_save_figure(figure: Any, path: str | Path, **kwargs: Any) -> None:
@@ -546,6 +672,9 @@ def resumable(folder: str | Path, key: str) -> Iterator[Path]:
         keep = False  # done: nothing to resume
     except (KeyboardInterrupt, SystemExit):
         raise  # interrupted: the checkpoints let the same command resume
+    except OutputError as exc:
+        keep = getattr(exc, "keep_checkpoints", False)  # a full disk: resume once freed
+        raise
     except BaseException:
         keep = False
         raise

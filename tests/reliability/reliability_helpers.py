@@ -30,6 +30,35 @@ seed = 1
 bootstrap = 20
 """
 
+#: a probe of the teacher-student linear model of `run` (N_i = 5, P = 40: λ_max(H) = 1.517);
+#: fill in ``eta``, ``batch`` and ``sampling``; at η = 0.7, batch 4 it takes a few seconds
+PROBE_LINEAR = """
+[data]
+dataset = "teacher_student"
+n_in = 5
+n_out = 1
+n_samples = 40
+label_noise = 1.0
+seed = 0
+n_test = 50
+[model]
+kind = "linear"
+hidden = []
+bias = false
+loss = "mse"
+[sgd]
+learning_rate = {eta}
+batch_size = {batch}
+sampling = "{sampling}"
+steps = 6000
+record_every = 2
+seed = 1
+[probe]
+top_k = 5
+window = 2000
+bootstrap = 20
+"""
+
 #: `run_experiment` (no figures) on CONFIG OUT, in a subprocess: ``python -c RUN_API CONFIG OUT``
 RUN_API = """
 import sys, tomllib

@@ -21,6 +21,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from click.testing import CliRunner  # noqa: E402
+from reliability_helpers import PROBE_LINEAR  # noqa: E402
 
 from sgdfluct.cli import main  # noqa: E402
 from sgdfluct.errors import ConfigError  # noqa: E402
@@ -34,32 +35,7 @@ from sgdfluct.probe._stability import subspace_spectral_radius  # noqa: E402
 from sgdfluct.probe._stream import PLATEAU_SUB_BLOCKS, PlateauMonitor  # noqa: E402
 from sgdfluct.theory.discrete import mean_square_spectral_radius  # noqa: E402
 
-CONFIG = """
-[data]
-dataset = "teacher_student"
-n_in = 5
-n_out = 1
-n_samples = 40
-label_noise = 1.0
-seed = 0
-n_test = 50
-[model]
-kind = "linear"
-hidden = []
-bias = false
-loss = "mse"
-[sgd]
-learning_rate = {eta}
-batch_size = {batch}
-sampling = "{sampling}"
-steps = 6000
-record_every = 2
-seed = 1
-[probe]
-top_k = 5
-window = 2000
-bootstrap = 20
-"""
+CONFIG = PROBE_LINEAR
 GD = {"batch": 40, "sampling": "without_replacement"}  # f_S = 0: gradient descent
 BATCH4 = {"batch": 4, "sampling": "with_replacement"}
 #: 2/λ_max(H) of this data set (checked in test_data_set_bounds)
