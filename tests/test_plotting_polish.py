@@ -79,3 +79,15 @@ def test_legend_in_a_free_corner_stays() -> None:
     before = ax.get_legend().get_window_extent()
     polish_figure(fig)
     assert ax.get_legend().get_window_extent().x1 == before.x1
+
+
+def test_legend_covering_an_error_bar_moves_outside() -> None:
+    fig = Figure()
+    ax = fig.subplots()
+    ax.errorbar([1, 2, 3], [0.0, 0.0, 0.0], yerr=[0.1, 0.1, 3.0], fmt="o", label="psi")
+    ax.set_ylim(-1, 3.2)
+    ax.legend(loc="upper right")  # over the long bar of the third point, not over a marker
+    _drawn(fig)
+    polish_figure(fig)
+    _drawn(fig)
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1

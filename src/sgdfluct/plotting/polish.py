@@ -164,8 +164,14 @@ def _move_covering_legend(ax: Any) -> bool:
         points.append(xy[np.all(np.isfinite(xy), axis=1)])
     for collection in ax.collections:
         offsets = np.asarray(collection.get_offsets(), dtype=float)
-        if offsets.ndim == 2 and offsets.shape[1] == 2:
+        if offsets.ndim == 2 and offsets.shape[1] == 2 and offsets.shape[0] > 1:
             points.append(offsets[np.all(np.isfinite(offsets), axis=1)])
+        for segment in getattr(collection, "get_segments", lambda: [])():
+            segment = np.asarray(segment, dtype=float)  # error bars: points along each bar
+            if segment.ndim == 2 and segment.shape == (2, 2):
+                t = np.linspace(0.0, 1.0, 21)[:, None]
+                points.append(segment[0] + t * (segment[1] - segment[0]))
+    points = [p for p in points if p.size]
     if not points:
         return False
     xy = np.concatenate(points)
