@@ -8,11 +8,9 @@ direction, so the rule silently tested layer 1 there.
 
 from __future__ import annotations
 
-import xarray as xr
-
 from ._base import GATE_CHANGE as _GATE_CHANGE
 from ._base import SEED_CHANGE as _SEED_CHANGE
-from ._base import ClaimSpec, Measurement, SeedPlan, SweepDef
+from ._base import ClaimSpec, SeedPlan, SweepDef
 from ._base import change as _change
 from ._deep import _DEEP_METRICS
 from ._ivfr import (
@@ -46,10 +44,6 @@ def sweeps(scale: str) -> tuple[SweepDef, ...]:
     )
 
 
-def _measure_outputs(ds: xr.Dataset) -> Measurement:
-    return _measure_ivfr_margin(ds, "layer_2")
-
-
 #: the power calculation of the full scale's seeds (issue 18; docs/theory.md §10, "Exploratory
 #: and confirmatory scales")
 SEED_PLAN = SeedPlan(
@@ -74,7 +68,7 @@ CLAIM = ClaimSpec(
     "cannot be tested in layer 2: after the surplus units die it keeps one live direction.",
     expected=f"psi_2 > 0 for every N_o (no grid point shown below {IVFR_PRACTICAL_MARGIN})",
     sweep="two_layer_outputs",
-    measure=_measure_outputs,
+    measure=_measure_ivfr_margin,  # layer 2
     figure=_figure_ivfr,
     metrics=(*_DEEP_METRICS, *_IVFR_METRICS, "ivfr.layer_2.psi"),
     rule=_rule_ivfr_margin("layer 2"),

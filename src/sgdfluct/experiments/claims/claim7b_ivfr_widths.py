@@ -5,11 +5,9 @@ Reads the sweep of claim 5b (``two_layer_wide``).
 
 from __future__ import annotations
 
-import xarray as xr
-
 from ._base import GATE_CHANGE as _GATE_CHANGE
 from ._base import SEED_CHANGE as _SEED_CHANGE
-from ._base import ClaimSpec, Measurement, SeedPlan
+from ._base import ClaimSpec, SeedPlan
 from ._base import change as _change
 from ._deep import _DEEP_METRICS
 from ._ivfr import (
@@ -22,10 +20,6 @@ from ._ivfr import (
 )
 
 __all__ = ["CLAIM", "SEED_PLAN"]
-
-
-def _measure_widths(ds: xr.Dataset) -> Measurement:
-    return _measure_ivfr_margin(ds, "layer_2")
 
 
 #: the power calculation of the full scale's seeds (issue 18; docs/theory.md §10, "Exploratory
@@ -51,7 +45,7 @@ CLAIM = ClaimSpec(
     "surplus units from a random start).",
     expected=f"psi > 0 in layer 2 for every N_h (no width shown below {IVFR_PRACTICAL_MARGIN})",
     sweep="two_layer_wide",
-    measure=_measure_widths,
+    measure=_measure_ivfr_margin,  # layer 2
     figure=_figure_ivfr,
     metrics=(*_DEEP_METRICS, *_IVFR_METRICS, "ivfr.layer_2.psi"),
     rule=_rule_ivfr_margin("layer 2"),
