@@ -287,4 +287,8 @@ def test_disk_full_while_writing_is_an_output_error_and_leaves_nothing(
         run_experiment(_config(), tmp_path / "out", figures=False)
     record.update(exit=2, traceback=False, expected=2, error=type(info.value).__name__)
     assert "result.nc" in str(info.value)
-    assert list(tmp_path.iterdir()) == []
+    # nothing but the run's checkpoints, kept on a full disk (issue 22) for the re-run to resume
+    assert [p.name for p in tmp_path.iterdir()] == [".out.resume"]
+    monkeypatch.undo()
+    run_experiment(_config(), tmp_path / "out", figures=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -178,3 +178,61 @@ def test_maximize_is_refused_by_name() -> None:
             model, torch.nn.functional.mse_loss, (x, y), optimizer=opt, batch_size=4, top_k=3,
             window=400, every=2,
         )  # fmt: skip
+
+
+def test_step_size_matrix_reduces_to_one_learning_rate() -> None:
+    """``learning_rate`` as the matrix η I gives the scalar result; a smaller η on some
+    directions (parameter groups) can only help here (diagonal H)."""
+    gen = np.random.default_rng(3)
+    h = np.diag([1.5, 1.0, 0.4])
+    b = gen.standard_normal((30, 1, 3))
+    kw = dict(batch_factor=0.25)
+    scalar = subspace_spectral_radius(h, b, learning_rate=0.9, **kw)
+    matrix = subspace_spectral_radius(h, b, learning_rate=0.9 * np.eye(3), **kw)
+    assert matrix == pytest.approx(scalar, rel=1e-10)
+    slower = subspace_spectral_radius(h, b, learning_rate=np.diag([0.9, 0.9, 0.1]), **kw)
+    assert slower < scalar
+
+
+@pytest.mark.slow
+def test_parameter_groups_with_their_own_learning_rates_are_checked() -> None:
+    """torch.optim.SGD with two groups (weight, bias): the window check uses each group's η; a
+    stable run is analysed, and a weight η past the mean-square edge is refused (exit 3)."""
+    from sgdfluct.errors import DivergenceError, UnstableError
+
+    cfg = probe_config_from_dict(_dict(0.7, BATCH4))
+    data = load_data(cfg)
+    x, y = data.x, data.y
+
+    def train(weight_lr: float) -> None:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(5, 1, bias=True).double()
+        opt = torch.optim.SGD(
+            [{"params": [model.weight], "lr": weight_lr}, {"params": [model.bias], "lr": 0.05}]
+        )
+
+        def half_mse(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return 0.5 * ((out - t) ** 2).sum(-1).mean()
+
+        probe = FluctuationProbe(
+            model, half_mse, (x, y), optimizer=opt, batch_size=4, top_k=6, window=2000, every=2,
+            steps=6000, bootstrap=20,
+        )  # fmt: skip
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(6000):
+            idx = torch.randint(len(x), (4,), generator=gen)
+            opt.zero_grad()
+            half_mse(model(x[idx]), y[idx]).backward()
+            opt.step()
+            probe.observe()
+            if probe.done:
+                break
+        probe.analyze()
+
+    train(0.5)
+    with pytest.raises(UnstableError, match="not mean-square stable"):
+        train(0.9)
+    # further past the edge the loss bursts over orders of magnitude before any plateau: named
+    # as divergence (exit 3), not as a loss "still drifting" (exit 2)
+    with pytest.raises(DivergenceError, match="rose from a block mean"):
+        train(0.95)

@@ -84,8 +84,12 @@ def subspace_spectral_radius(
     sample_factors : (n, m, K) array
         ``B_μ`` with ``B_μᵀ B_μ = A_μ``, the per-sample Gauss–Newton curvature in the subspace
         (``m`` outputs).
-    learning_rate, batch_factor : float
-        ``η`` and ``f_S`` (docs/theory.md §3).
+    learning_rate : float or (K, K) array
+        ``η``, or the step-size matrix ``E = Pᵀ diag(η_j) P`` when the parameters have their own
+        learning rates (optimizer parameter groups): then ``ηH`` reads ``E H`` and the noise term
+        ``E (K(M) − Ā M Ā) Eᵀ``.
+    batch_factor : float
+        ``f_S`` (docs/theory.md §3).
 
     Returns
     -------
@@ -112,17 +116,19 @@ def subspace_spectral_radius(
     b = np.asarray(sample_factors, dtype=float)
     k = h.shape[0]
     n = b.shape[0]
-    eta, fs = float(learning_rate), float(batch_factor)
-    step = np.eye(k) - eta * h
+    fs = float(batch_factor)
+    # one η, or the K×K step-size matrix Pᵀ diag(η) P of per-parameter learning rates
+    eta = np.asarray(learning_rate, dtype=float) * (np.eye(k) if np.ndim(learning_rate) == 0 else 1)
+    step = np.eye(k) - eta @ h
     a_bar = np.einsum("nok,nol->kl", b, b) / max(n, 1)
 
     def apply(m: Array) -> Array:
-        out = step @ m @ step
+        out = step @ m @ step.T
         if fs > 0 and n > 0:
             bm = np.einsum("nok,kl->nol", b, m)
             q = np.einsum("nol,npl->nop", bm, b)
             kmm = np.einsum("nok,nop,npl->kl", b, q, b, optimize=True) / n
-            out = out + eta * eta * fs * (kmm - a_bar @ m @ a_bar)
+            out = out + fs * (eta @ (kmm - a_bar @ m @ a_bar) @ eta.T)
         return np.asarray(0.5 * (out + out.T))
 
     m = np.eye(k) / math.sqrt(k)
@@ -180,6 +186,27 @@ def _sample_factors(
     return np.asarray(np.einsum("nij,njk->nik", root, jac_np))
 
 
+def _step_sizes(probe: FluctuationProbe, dirs: Mapping[int, torch.Tensor]) -> Array | None:
+    """``Pᵀ diag(η_j) P`` (K, K) over the probed directions when the trained parameters do not
+    all share one learning rate (parameter groups); None when they do."""
+    lr_of: Mapping[str, float] = getattr(probe, "_lr_of", {})
+    if len(set(lr_of.values())) <= 1:
+        return None
+    blocks = []
+    for lay in probe.layers:
+        rates = np.concatenate(
+            [
+                np.full(int(np.prod(s, dtype=int)), lr_of[n])
+                for n, s in zip(lay.param_names, lay.shapes, strict=True)
+            ]
+        )
+        p = dirs[lay.index].to(torch.float64).cpu().numpy()
+        blocks.append((p * rates) @ p.T)
+    from scipy.linalg import block_diag
+
+    return np.asarray(block_diag(*blocks))
+
+
 def check_window_stability(
     probe: FluctuationProbe,
     params: Mapping[str, torch.Tensor],
@@ -199,7 +226,9 @@ def check_window_stability(
     drift along curved orbits the probe reports separately (docs/theory.md §11).
     """
     eta = probe.learning_rate
-    check_learning_rate(lambda_max, eta)
+    steps = _step_sizes(probe, dirs)
+    if steps is None:  # one η for every parameter: the bound of `run`
+        check_learning_rate(lambda_max, eta)
     theta, evec = np.linalg.eigh(np.asarray(hessian, dtype=float))
     live = theta > probe.near_null_rtol * lambda_max
     if not live.any():
@@ -209,7 +238,10 @@ def check_window_stability(
     else:
         factors = _sample_factors(probe, params, dirs) @ evec[:, live]
     rho = subspace_spectral_radius(
-        np.diag(theta[live]), factors, learning_rate=eta, batch_factor=probe.f_s
+        np.diag(theta[live]),
+        factors,
+        learning_rate=eta if steps is None else evec[:, live].T @ steps @ evec[:, live],
+        batch_factor=probe.f_s,
     )
     if not rho < 1.0:
         raise UnstableError(_unstable_message(eta, lambda_max, probe.f_s, rho))
@@ -219,19 +251,27 @@ def check_window_stability(
 def check_loss_growth(probe: FluctuationProbe) -> None:
     """Raise when the training loss grows instead of settling (no plateau by ``steps − window``).
 
-    The last three plateau blocks each above the one before, the last :data:`GROWTH_FACTOR`
-    times the first: SGD is diverging. With ``λ_max(H)`` at the current weights the error is
-    :class:`UnstableError` (``η λ_max >= 2``, the message of ``run``) or
-    :class:`DivergenceError` (below the deterministic bound: the noise makes it unstable).
-    A no-op otherwise (the caller reports a loss still drifting).
+    Growing: the last three plateau blocks each above the one before with the last
+    :data:`GROWTH_FACTOR` times the first, or a block of the last three :data:`GROWTH_FACTOR`²
+    times the smallest block mean seen so far (the bursts of a mean-square unstable run). With
+    ``λ_max(H)`` at the current weights the error is :class:`UnstableError` (``η λ_max >= 2``,
+    the message of ``run``) or :class:`DivergenceError` (below the deterministic bound: the
+    noise makes SGD unstable). A no-op otherwise (the caller reports a loss still drifting).
     """
     means = [m for m, _ in probe.plateau.blocks]
     if len(means) < 3:
         return
     m = means[-3:]
-    if not (0 < m[0] < m[1] < m[2] and m[2] >= GROWTH_FACTOR * m[0]):
+    lowest = min([mm for mm, _ in probe.plateau.history] + m)
+    if 0 < m[0] < m[1] < m[2] and m[2] >= GROWTH_FACTOR * m[0]:
+        growth = f"the training loss grew from {m[0]:.3g} to {m[1]:.3g} to {m[2]:.3g} (block means)"
+    elif lowest > 0 and max(m) >= GROWTH_FACTOR**2 * lowest:
+        growth = (
+            f"the training loss rose from a block mean of {lowest:.3g} to {max(m):.3g} (last "
+            f"block means {m[0]:.3g}, {m[1]:.3g}, {m[2]:.3g})"
+        )
+    else:
         return
-    growth = f"the training loss grew from {m[0]:.3g} to {m[1]:.3g} to {m[2]:.3g} (block means)"
     lam_max = probe._lambda_max(probe._params())
     eta = probe.learning_rate
     try:

@@ -365,7 +365,11 @@ def _mssd_stderr(subs: Array) -> float:
     fast initial decay must not pass for noisy.
     """
     d = np.diff(np.asarray(subs, dtype=float))
-    return float(math.sqrt(np.mean(d**2) / 2.0) / math.sqrt(PLATEAU_SUB_BLOCKS))
+    scale = float(np.max(np.abs(d))) if d.size else 0.0
+    if not 0 < scale < math.inf:  # constant (0), or non-finite sub-block means
+        return scale
+    # scaled so that a huge (growing) loss does not overflow when squared
+    return float(scale * math.sqrt(np.mean((d / scale) ** 2) / 2.0) / math.sqrt(PLATEAU_SUB_BLOCKS))
 
 
 class BoundedTrace:
