@@ -23,8 +23,9 @@ variance is exactly ``Σ_ii``; recorded every ``every`` steps it is again AR(1) 
 
 Estimators (:data:`ESTIMATORS`): ``"pca"`` — PCA of the whole window, OLS with a bootstrap over
 directions (:func:`sgdfluct.landscape.fit_ivfr`, the estimator of the first two waves);
-``"split_eiv"`` — directions from the PCA of the window's first half, variances along them on the
-second half, the errors-in-variables fit (:mod:`sgdfluct.ivfr_estimator`, the default);
+``"split_eiv"`` — directions from the PCA of the window's first half (and of its first quarter,
+for the direction-noise correction), variances along them on the second half, the
+errors-in-variables fit (:mod:`sgdfluct.ivfr_estimator`, the default);
 ``"hessian_eiv"`` — the top-k Hessian eigenvectors as fixed directions, the whole window.
 
 :func:`calibration_table` runs repetitions per (truth, window) cell and reports, per estimator,
@@ -41,7 +42,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from sgdfluct.ivfr_estimator import fit_ivfr_calibrated, out_of_sample_stable, series_variances
+from sgdfluct.ivfr_estimator import (
+    fit_ivfr_calibrated,
+    out_of_sample_stable,
+    richardson_fit,
+    series_variances,
+)
 from sgdfluct.landscape import fit_ivfr
 
 __all__ = [
@@ -213,8 +219,13 @@ def estimate(
         return {"psi": fit.psi, "psi_ci": fit.psi_ci, "note": ""}
     if estimator == "split_eiv":
         half = window.shape[0] // 2
-        sel, dirs = _top_pca(window[:half], k)
-        meas = out_of_sample_stable(series_variances(window[half:] @ dirs.T), sel)
+        fits = []
+        for sel_part in (window[:half], window[: half // 2]):
+            sel, dirs = _top_pca(sel_part, k)
+            meas = out_of_sample_stable(series_variances(window[half:] @ dirs.T), sel)
+            fits.append(fit_ivfr_calibrated(meas, _flatness(process, dirs)))
+        cal = richardson_fit(*fits)
+        return {"psi": cal.psi, "psi_ci": cal.psi_ci, "note": cal.note}
     elif estimator == "hessian_eiv":
         dirs = process.basis[:, np.argsort(process.curvatures)[::-1][:k]].T
         meas = series_variances(window @ dirs.T)

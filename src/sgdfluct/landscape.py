@@ -979,24 +979,29 @@ def _calibrated_fit(
     confidence: float,
 ) -> Any:
     """The calibrated IVFR estimate from window covariances (docs/theory.md §9): PCA of the first
-    half of the windows, per-window variances along those directions on the second half (batch
-    means), out-of-sample stability, errors-in-variables fit
+    half of the windows (and of its first half, for the direction-noise correction
+    :func:`sgdfluct.ivfr_estimator.richardson_fit`), per-window variances along those directions
+    on the second half (batch means), out-of-sample stability, errors-in-variables fit
     (:func:`sgdfluct.ivfr_estimator.fit_ivfr_calibrated`)."""
     from sgdfluct.ivfr_estimator import (
         fit_ivfr_calibrated,
         out_of_sample_stable,
+        richardson_fit,
         window_variances,
     )
 
     half = covs.shape[0] // 2
-    sel = fluctuation_directions(
-        covs[:half].mean(axis=0), layer_idx, layer, rel_threshold=rel_threshold
-    )
-    idx = sel.indices
-    blocks = covs[half:][:, idx[:, None], idx[None, :]]
-    per_window = np.einsum("ia,wab,ib->wi", sel.directions, blocks, sel.directions)
-    meas = out_of_sample_stable(window_variances(per_window), sel.variances)
-    return fit_ivfr_calibrated(meas, profile_stats(sel)[2], confidence=confidence)
+    fits = []
+    for n_sel in (half, max(half // 2, 1)):
+        sel = fluctuation_directions(
+            covs[:n_sel].mean(axis=0), layer_idx, layer, rel_threshold=rel_threshold
+        )
+        idx = sel.indices
+        blocks = covs[half:][:, idx[:, None], idx[None, :]]
+        per_window = np.einsum("ia,wab,ib->wi", sel.directions, blocks, sel.directions)
+        meas = out_of_sample_stable(window_variances(per_window), sel.variances)
+        fits.append(fit_ivfr_calibrated(meas, profile_stats(sel)[2], confidence=confidence))
+    return richardson_fit(*fits)
 
 
 def ivfr_analysis(

@@ -727,6 +727,10 @@ class FluctuationProbe:
         self._mean_count = 0
         #: the calibrated estimate's projections on directions frozen at mid-window (issue 17)
         self._split: dict[int, SplitRecorder] = {}
+        #: PCA mode: the first quarter's directions (frozen at a quarter of the window) and their
+        #: second-half recorders, for the direction-noise correction (ivfr_estimator.richardson_fit)
+        self._quarter: dict[int, tuple[Array, Array]] = {}
+        self._split_quarter: dict[int, SplitRecorder] = {}
         self._gen = torch.Generator(device="cpu").manual_seed(self.seed)
 
     def _default_sketch_size(self, top_k: int) -> int:
@@ -1060,11 +1064,19 @@ class FluctuationProbe:
         for n, p in params.items():
             self._mean_sum[n].add_(p.to(torch.float64))
         self._mean_count += 1
+        if not self._quarter and self.step - self._window_start >= self.window // 4:
+            for lay in self.layers:
+                rec = self._recorders[lay.index]
+                if isinstance(rec, NystromSketch):
+                    self._quarter[lay.index] = rec.top(min(self.top_k, lay.dim))
         if not self._split and self.step - self._window_start >= self.window // 2:
             self._start_split(params)
         for lay in self.layers:
             if lay.index in self._split:
-                self._split[lay.index].update(_flat(params, lay))
+                w = _flat(params, lay)
+                self._split[lay.index].update(w)
+                if lay.index in self._split_quarter:
+                    self._split_quarter[lay.index].update(w)
         if self.step - self._window_start >= self.window - self.every:
             self.phase = "done"
 
@@ -1077,6 +1089,9 @@ class FluctuationProbe:
             if isinstance(rec, NystromSketch):
                 var, p = rec.top(min(self.top_k, lay.dim))
                 self._split[lay.index] = SplitRecorder(p, var, w)
+                if lay.index in self._quarter:
+                    var_q, p_q = self._quarter[lay.index]
+                    self._split_quarter[lay.index] = SplitRecorder(p_q, var_q, w)
             else:
                 self._split[lay.index] = SplitRecorder(rec.directions.cpu().numpy(), None, w)
 
@@ -1087,6 +1102,7 @@ class FluctuationProbe:
             sum(r.nbytes() for r in self._recorders.values())
             + joint
             + sum(r.nbytes() for r in self._split.values())
+            + sum(r.nbytes() for r in self._split_quarter.values())
             + 8 * sum(t.numel() for t in self._mean_sum.values())
         )
 
@@ -1589,17 +1605,45 @@ class FluctuationProbe:
         test and effective sample sizes from the second half's projected series
         (:func:`sgdfluct.ivfr_estimator.series_variances`), PCA directions that lose more than
         half their variance out of sample left out; curvature ``p_iᵀ H p_i`` and Feng–Tu flatness
-        at the window mean; the errors-in-variables fit.
+        at the window mean; the errors-in-variables fit. In PCA mode a second direction set from
+        the first quarter, measured on the same half, removes the direction-noise bias
+        (:func:`sgdfluct.ivfr_estimator.richardson_fit`).
         """
+        from sgdfluct.ivfr_estimator import richardson_fit
+
+        rec = self._split.get(lay.index)
+        if rec is None or rec.count < 8:
+            return {"estimator": "split_eiv", "psi": None, "note": "no second-half series"}
+        fit, arrays = self._calibrated_one(rec, lay, params, loss0)
+        quarter = self._split_quarter.get(lay.index)
+        if quarter is not None:
+            fit = richardson_fit(fit, self._calibrated_one(quarter, lay, params, loss0)[0])
+        out = fit.to_json()
+        used = arrays["used"]
+        flat, var = arrays["flatness"], arrays["variances"]
+        rho = spearman(var[used], flat[used])[0] if used.sum() >= 3 else math.nan
+        out.update(
+            spearman=_none(rho),
+            n_records=rec.count,
+            directions_from="pca_first_half"
+            if rec.selection_eigenvalues is not None
+            else "hessian_window_start",
+            direction_noise_correction=quarter is not None,
+            directions=rec.directions,
+            **arrays,
+        )
+        return out
+
+    def _calibrated_one(
+        self, rec: SplitRecorder, lay: _Layer, params: Mapping[str, torch.Tensor], loss0: float
+    ) -> tuple[Any, dict[str, Array]]:
+        """The errors-in-variables fit on one recorder's directions, and its per-direction data."""
         from sgdfluct.ivfr_estimator import (
             fit_ivfr_calibrated,
             out_of_sample_stable,
             series_variances,
         )
 
-        rec = self._split.get(lay.index)
-        if rec is None or rec.count < 8:
-            return {"estimator": "split_eiv", "psi": None, "note": "no second-half series"}
         meas = series_variances(rec.moments)
         if rec.selection_eigenvalues is not None:
             meas = out_of_sample_stable(meas, rec.selection_eigenvalues)
@@ -1617,25 +1661,15 @@ class FluctuationProbe:
                 params, lay, p[torch.as_tensor(pos)], loss0, curv[pos], meas.variances[pos]
             )[0]
         fit = fit_ivfr_calibrated(meas, flat)
-        out = fit.to_json()
-        used = fit.used
-        rho = spearman(meas.variances[used], flat[used])[0] if used.sum() >= 3 else math.nan
-        out.update(
-            spearman=_none(rho),
-            n_records=rec.count,
-            directions_from="pca_first_half"
-            if rec.selection_eigenvalues is not None
-            else "hessian_window_start",
-            directions=rec.directions,
-            variances=meas.variances,
-            stderr=meas.stderr,
-            n_eff=meas.n_eff,
-            drift_z=meas.drift_z,
-            curvature=curv,
-            flatness=flat,
-            used=used,
-        )
-        return out
+        return fit, {
+            "variances": meas.variances,
+            "stderr": meas.stderr,
+            "n_eff": meas.n_eff,
+            "drift_z": meas.drift_z,
+            "curvature": curv,
+            "flatness": flat,
+            "used": fit.used,
+        }
 
     def _fit(self, var: Array, flat: Array, gen: np.random.Generator) -> dict[str, Any]:
         ok = np.isfinite(flat) & (flat > 0) & (var > 0)
