@@ -143,3 +143,25 @@ def test_reproduce_into_a_file_logs_cells_and_claims(tmp_path: Path) -> None:
     claims = [ln for ln in text.splitlines() if ln.startswith("[claims] ")]
     assert cells and cells[-1].startswith("[sweep] 4/4 cells")
     assert claims[-1].startswith("[claims] 1/1 claims") and "1_noise_vs_hessian" in claims[-1]
+
+
+def test_failed_cells_get_a_line_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cell that fails is named in the log (log mode), with its error."""
+    import functools
+
+    from sgdfluct.config import load_config
+    from sgdfluct.experiments._cells import failing_cell
+    from sgdfluct.experiments.sweep import SweepIncomplete, SweepSpec, run_sweep
+
+    spec = SweepSpec(
+        base=load_config(REPO / "configs" / "single_layer.toml"),
+        grid={"data.n_samples": [20, 40]},
+        replicates=1,
+    )
+    fn = functools.partial(failing_cell, n_samples=40)
+    with pytest.raises(SweepIncomplete):
+        run_sweep(spec, tmp_path / "out", workers=1, cell_fn=fn, progress="log", retries=0)
+    err = capsys.readouterr().err.splitlines()
+    assert any(": finished data.n_samples=20" in ln for ln in err), err
+    failed = [ln for ln in err if ": failed data.n_samples=40" in ln]
+    assert len(failed) == 1 and "RuntimeError: failing_cell: n_samples = 40" in failed[0]
