@@ -372,3 +372,20 @@ def test_no_install_hint_points_at_pypi() -> None:
     assert not offending
     assert "--index-url https://download.pytorch.org/whl/cpu" in install_hint("probe")
     assert install_hint("dask").endswith("pip install -e '.[dask]'")
+
+
+def test_measured_times_agree_across_help_makefile_and_readme() -> None:
+    """`reproduce --help`, the Makefile's comments and the README quote the same measurements,
+    each with its machine and load."""
+    help_text = " ".join(_cli("reproduce", "--help").split())
+    makefile = " ".join((ROOT / "Makefile").read_text().split())
+    readme = " ".join(README.split())
+    reproduce_times = re.findall(r"(\d+) s on a (quiet|loaded)", help_text)
+    assert {kind for _, kind in reproduce_times} == {"quiet", "loaded"}, help_text
+    for seconds, _ in reproduce_times:
+        assert f"{seconds} s" in makefile and f"{seconds} s" in readme
+    assert "load 5-7" in help_text and "load 5-7" in makefile and "load 5–7" in readme
+    test_times = re.findall(r"(\d+) min", makefile)
+    for minutes in ("13", "35"):
+        assert minutes in test_times and f"{minutes} min" in readme
+    assert "about 6 minutes" not in help_text and "about 2 minutes" not in makefile
