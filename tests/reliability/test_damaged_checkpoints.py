@@ -4,7 +4,8 @@ A run killed after its simulation stage leaves a checkpoint folder with every st
 folder's ``key`` file, the stored simulation stage (``.npz``) and the engine's checkpoint
 (``.ckpt``, pickle framed by its SHA-256). Each is truncated, zeroed or has a byte flipped, as a
 power cut or a full disk leaves it; the re-run warns in one line naming the damaged file, discards
-and recomputes that stage only, and gives bitwise the numbers of an uninterrupted run.
+and recomputes that stage only, and gives bitwise the numbers of an uninterrupted run. A damaged
+finished sweep cell (a result, not a checkpoint) is refused by name with exit 2.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reliability_helpers import PROCESS_TIMEOUT_S, RUN_API, TINY, run_numbers
+from click.testing import CliRunner
+from reliability_helpers import PROCESS_TIMEOUT_S, RUN_API, TINY, cli_command, run_numbers
 
+from sgdfluct.cli import main
 from sgdfluct.io import PAUSE_ENV, PAUSE_MARKER_ENV, load_stage, resumable, save_stage
 
 #: the write step after which the simulation stage is stored (key, marker, stage)
@@ -142,3 +145,35 @@ def test_stage_of_another_computation_is_discarded(tmp_path, capsys):
         assert not (folder / "stage.npz").exists()
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "key" in err[0] and "stage.npz" in err[1], err
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-cell sweep of the tiny run."""
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "base.toml").write_text(TINY)
+    (root / "sweep.toml").write_text('base = "base.toml"\n[grid]\n"data.seed" = [0]\n')
+    done = subprocess.run(
+        [*cli_command("sweep", str(root / "sweep.toml"), "--out", str(root / "out"), "-q"),
+         "--workers", "1"], capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_damaged_finished_cell_is_refused_by_name(tmp_path, record, finished_sweep, how):
+    """A finished cell is a result, not a checkpoint: a damaged summary.json (invalid UTF-8
+    included: before, a raw UnicodeDecodeError traceback) is refused by name, exit 2, with what
+    to do."""
+    shutil.copytree(finished_sweep, tmp_path / "s")
+    cell = tmp_path / "s" / "out" / "cells" / "data.seed=0__rep=0"
+    _damage(cell / "summary.json", how)
+    result = CliRunner().invoke(
+        main, ["sweep", str(tmp_path / "s" / "sweep.toml"), "--out", str(tmp_path / "s" / "out"),
+               "-q", "--workers", "1"],
+    )  # fmt: skip
+    record.update(exit=result.exit_code, expected=2, traceback=result.exit_code == 1,
+                  message=result.output.strip()[:200])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"cell folder {str(cell)!r} exists but has no readable summary.json" in result.output
