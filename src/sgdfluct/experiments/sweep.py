@@ -832,6 +832,9 @@ def _run_locked(
                 failures = _executors.run_local(
                     cell_fn, schedule(todo), n_workers, retries, on_done
                 )
+            for (folder, cell_id), reason in failures.items():  # failed cells: a line each too
+                label = cell_id if len(jobs) == 1 else f"{folder.name}/{cell_id}"
+                bar.note(f"failed {label}: {' '.join(reason.split())[:300]}")
         except KeyboardInterrupt:
             interrupted = True
             if scheduler is None:  # our worker processes are stopped: their folders are litter
