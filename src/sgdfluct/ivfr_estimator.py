@@ -425,6 +425,8 @@ class CalibratedFit:
     confidence: float
     estimator: str = ESTIMATOR_NAME
     note: str = ""
+    #: Spearman rank correlation of (σ̂², F) over the used directions (NaN below 3 or with ties)
+    spearman: float = math.nan
     used: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     def excludes_zero(self) -> int:
@@ -446,6 +448,7 @@ class CalibratedFit:
             "psi_stderr": num(self.psi_stderr),
             "psi_uncorrected": num(self.psi_naive),
             "reliability": num(self.reliability),
+            "spearman": num(self.spearman),
             "n_directions": int(self.n),
             "n_unresolved": int(self.n_unresolved),
             "log_sigma_span": num(self.log_sigma_span),
@@ -505,6 +508,9 @@ def fit_ivfr_calibrated(
     ok = variances.resolved & np.isfinite(flat) & (flat > 0) & (var > 0)
     ok &= np.isfinite(variances.rel_var)
     n = int(ok.sum())
+    rho = math.nan
+    if n >= 3 and np.ptp(var[ok]) > 0 and np.ptp(flat[ok]) > 0:
+        rho = float(stats.spearmanr(var[ok], flat[ok]).statistic)
     empty = dict(
         psi=None,
         psi_ci=None,
@@ -514,6 +520,7 @@ def fit_ivfr_calibrated(
         n=n,
         n_unresolved=int((~variances.resolved).sum()),
         used=ok,
+        spearman=rho,
     )
     if n < 4:
         return CalibratedFit(
@@ -562,6 +569,7 @@ def fit_ivfr_calibrated(
         **spans,
         confidence=confidence,
         used=ok,
+        spearman=rho,
     )
 
 

@@ -1134,8 +1134,9 @@ def ivfr_summary(results: Mapping[int, IVFRResult]) -> dict[str, Any]:
         "spearman_curvature", "n_directions", ...}, ...}}``; undefined (NaN) values become
         ``None`` (JSON null). With >= 4 windows ``psi``, ``psi_ci`` and ``psi_stderr`` are the
         calibrated estimate (``estimator = "split_eiv"``, details under ``"calibrated"``; ``None``
-        when ψ is not identified, with the reason in ``calibrated.note``) and the PCA fit moves
-        to ``psi_pca``, ``psi_pca_ci``, ``psi_pca_stderr``; otherwise ``estimator = "pca"``.
+        when ψ is not identified, with the reason in ``calibrated.note``), ``spearman`` is that
+        of the calibrated directions, and the PCA fit moves to ``psi_pca``, ``psi_pca_ci``,
+        ``psi_pca_stderr``, ``spearman_pca``; otherwise ``estimator = "pca"``.
 
     Examples
     --------
@@ -1174,12 +1175,18 @@ def ivfr_summary(results: Mapping[int, IVFRResult]) -> dict[str, Any]:
             entry = block[f"layer_{layer}"]
             cal = r.calibrated.to_json()
             entry.update(
-                psi_pca=entry["psi"], psi_pca_ci=entry["psi_ci"], psi_pca_stderr=entry["psi_stderr"]
+                psi_pca=entry["psi"],
+                psi_pca_ci=entry["psi_ci"],
+                psi_pca_stderr=entry["psi_stderr"],
+                spearman_pca=entry["spearman"],
+                spearman_pca_pvalue=entry["spearman_pvalue"],
             )
             entry.update(
                 psi=cal["psi"],
                 psi_ci=cal["psi_ci"] or [None, None],
                 psi_stderr=cal["psi_stderr"],
+                spearman=cal["spearman"],
+                spearman_pvalue=None,
                 estimator=cal["estimator"],
                 calibrated=cal,
             )

@@ -32,6 +32,46 @@ def _error_metrics(prefix: str, err: Any) -> dict[str, float]:
     }
 
 
+#: largest stored trajectory (bytes) for the windowed, calibrated IVFR estimate of one layer
+WINDOW_TRAJECTORY_BYTES = 64 * 2**20
+
+
+def _window_trajectory_every(config: ExperimentConfig, shapes: list[tuple[int, int]]) -> int | None:
+    """Record spacing of the trajectory kept for the calibrated IVFR windows (docs/theory.md §9):
+    ``record_every``, thinned by an integer factor so that it holds at most
+    :data:`WINDOW_TRAJECTORY_BYTES`; None when even 1000 records per replica would not fit (then
+    the PCA fit only, labelled)."""
+    s = config.sgd
+    d = shapes[0][0] * shapes[0][1]
+    per_record = 8 * s.replicas * d
+    n_rec = s.steps // s.record_every + 1
+    factor = max(1, -(-(per_record * n_rec) // WINDOW_TRAJECTORY_BYTES))
+    if n_rec // factor < 1000:
+        return None
+    return s.record_every * factor
+
+
+def _single_layer_windows(config: ExperimentConfig, sim: Any, hess: Array) -> Array | None:
+    """Window covariances of the stationary part of the stored trajectory: windows of
+    ``window_factor / (η h_min)`` steps (as the depth >= 2 analysis, docs/theory.md §8a), pooled
+    over replicas; None with fewer than four windows or no trajectory."""
+    from sgdfluct.landscape import MIN_CALIBRATION_WINDOWS, window_covariances
+
+    if sim.trajectory is None:
+        return None
+    evals = np.linalg.eigvalsh(0.5 * (hess + hess.T))
+    h_min = float(evals[evals > 1e-10 * evals.max()].min())
+    s = config.sgd
+    length = config.analysis.window_factor / (s.learning_rate * h_min)
+    keep = np.asarray(sim.trajectory_steps) > s.burn_in
+    traj = np.asarray(sim.trajectory)[:, keep]
+    spacing = float(np.diff(np.asarray(sim.trajectory_steps)[:2])[0])
+    n_windows = int(traj.shape[1] // max(length / spacing, 2.0))
+    if n_windows < MIN_CALIBRATION_WINDOWS:
+        return None
+    return window_covariances(traj, n_windows)
+
+
 def _single_layer(
     config: ExperimentConfig, data: Dataset, shapes: list[tuple[int, int]], progress: bool
 ) -> _Outcome:
@@ -64,7 +104,9 @@ def _single_layer(
         method=a.theory_method,
     )
     start = _depth1_start(config, shapes, theta_ref)
-    sim = _simulate(config, data, shapes, start, progress)
+    every = _window_trajectory_every(config, shapes)
+    sim = _simulate(config, data, shapes, start, progress, trajectory_every=every)
+    window_covs = _single_layer_windows(config, sim, hess)
 
     err_exact = relative_frobenius_error(sim.cov, exact.cov, sim.cov_stderr)
     err_cont = relative_frobenius_error(sim.cov, cov_cont, sim.cov_stderr)
@@ -87,7 +129,7 @@ def _single_layer(
     spectra = single_layer_spectra(hess, noise, exact.cov)
     rng = np.random.default_rng(np.random.SeedSequence([s.seed, config.data.seed, 7]))
     ivfr_theory = _ivfr(exact.cov, theta_ref, shapes, data, config, rng)
-    ivfr_sim = _ivfr(sim.cov, theta_ref, shapes, data, config, rng)
+    ivfr_sim = _ivfr(sim.cov, theta_ref, shapes, data, config, rng, window_covs=window_covs)
     summary: dict[str, Any] = {
         "alpha": config.data.alpha,
         "batch_factor": f_s,
