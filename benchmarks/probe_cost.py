@@ -38,12 +38,12 @@ from sgdfluct.probe import FluctuationProbe
 WIDTHS = (784, 1024, 256, 10)
 
 
-def _model(seed: int) -> torch.nn.Module:
+def _model(seed: int, widths: tuple[int, ...] = WIDTHS) -> torch.nn.Module:
     torch.manual_seed(seed)
     mods: list[torch.nn.Module] = []
-    for i in range(len(WIDTHS) - 1):
-        mods.append(torch.nn.Linear(WIDTHS[i], WIDTHS[i + 1]))
-        if i < len(WIDTHS) - 2:
+    for i in range(len(widths) - 1):
+        mods.append(torch.nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
             mods.append(torch.nn.ReLU())
     return torch.nn.Sequential(*mods)
 
@@ -54,9 +54,13 @@ def _rss_mb() -> float:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
+    widths = tuple(int(w) for w in args.widths.split("-"))
+    dtype = getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(args.n_train, WIDTHS[0], generator=gen)
-    y = torch.randint(WIDTHS[-1], (args.n_train,), generator=gen)
+    x = torch.randn(args.n_train, widths[0], generator=gen, dtype=dtype)
+    y = torch.randint(widths[-1], (args.n_train,), generator=gen)
+    probe: Any = None  # observed by its optimizer hook, or by hand (a probe without attach())
+    manual = False
     loss_fn = torch.nn.functional.cross_entropy
 
     def steps(model: torch.nn.Module, opt: Any, n: int) -> float:
@@ -66,15 +70,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             opt.zero_grad()
             loss_fn(model(x[idx]), y[idx]).backward()
             opt.step()
+            if manual:
+                probe.observe()
         return (time.perf_counter() - t0) / n
 
-    model = _model(1)
+    model = _model(1, widths).to(dtype)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.SGD(model.parameters(), lr=0.05, weight_decay=1e-4)
     steps(model, opt, 5)  # warm-up
     plain = steps(model, opt, args.plain_steps)
 
-    model = _model(1)
+    model = _model(1, widths).to(dtype)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, weight_decay=1e-4)
     kw: dict[str, Any] = {}
     if args.sketch_size:
@@ -91,7 +97,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         plateau_block=20 * args.every,
         bootstrap=50,
         **kw,
-    ).attach(opt)
+    )
+    if hasattr(probe, "attach"):
+        probe.attach(opt)
+    else:
+        manual = True
     steps(model, opt, 5)
     burn = steps(model, opt, args.burn_in)
     t0 = time.perf_counter()
@@ -104,9 +114,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         n_window += 1
     window = (time.perf_counter() - t0) / n_window
     out: dict[str, Any] = {
-        "model": "-".join(map(str, WIDTHS)),
+        "model": args.widths,
         "n_params": n_params,
-        "dtype": "float32",
+        "dtype": args.dtype,
         "threads": args.threads,
         "n_train": args.n_train,
         "batch_size": args.batch,
@@ -140,6 +150,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--widths", default="-".join(map(str, WIDTHS)))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--n-train", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--every", type=int, default=10)
