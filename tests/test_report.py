@@ -287,3 +287,22 @@ def test_report_never_shows_a_figure_twice(tmp_path: Path) -> None:
     shown = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     digests = [(tmp_path / "r" / p).read_bytes() for p in shown]
     assert len(digests) == len(set(digests))
+
+
+@pytest.mark.slow
+def test_smoke_reproduction_report_reads(tmp_path: Path) -> None:
+    """End to end (claims 5 and 7e share a sweep and a figure function): the report embeds no
+    figure twice and has no undefined-value fragments."""
+    from click.testing import CliRunner
+
+    from sgdfluct.cli import main
+
+    args = ["reproduce", "--smoke", "--only", "5_", "--only", "7e", "--workers", "2", "-q"]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "rep" / "report.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert sources and len(sources) == len(set(sources))
+    text = re.sub(r'src="data:[^"]+"', "", page)
+    assert "non-finite" not in text and "n/a" not in text
+    assert "<th>headline</th>" in text
