@@ -165,3 +165,16 @@ def test_failed_cells_get_a_line_too(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert any(": finished data.n_samples=20" in ln for ln in err), err
     failed = [ln for ln in err if ": failed data.n_samples=40" in ln]
     assert len(failed) == 1 and "RuntimeError: failing_cell: n_samples = 40" in failed[0]
+
+
+def test_run_into_a_file_says_when_it_starts_and_ends(tmp_path: Path) -> None:
+    """``sgdfluct run`` (one computation, no cells) with output in a file: start and end lines
+    (and a heartbeat every 60 s in between, as every log-mode Progress)."""
+    base = _sweep_file(tmp_path).parent / "base.toml"
+    log = tmp_path / "log.txt"
+    cmd = [sys.executable, "-m", "sgdfluct.cli", "run", str(base), "--out", str(tmp_path / "r")]
+    with log.open("w") as stream:
+        done = subprocess.run(cmd, stdout=stream, stderr=stream, cwd=REPO, timeout=300)
+    lines = [ln for ln in log.read_text().splitlines() if ln.startswith("[run] ")]
+    assert done.returncode == 0, log.read_text()
+    assert lines[0].endswith("started, 1 of 1 runs to do") and lines[-1].endswith("finished run")

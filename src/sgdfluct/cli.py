@@ -46,6 +46,22 @@ def _cell_progress(quiet: bool) -> str:
     return "off" if quiet else "auto"
 
 
+@contextlib.contextmanager
+def _run_heartbeat(quiet: bool, desc: str) -> Any:
+    """One command of a single computation (``run``, ``probe``) when output is not a terminal:
+    a line when it starts, one at least every 60 s while it works, one when it ends
+    (:mod:`sgdfluct.progress`); on a terminal the bars of the computation itself, nothing with
+    ``--quiet``."""
+    from sgdfluct.progress import Progress, progress_mode
+
+    if progress_mode(_cell_progress(quiet)) != "log":
+        yield
+        return
+    with Progress(total=1, desc=desc, mode="log", unit="run") as bar:
+        yield
+        bar.advance(desc)
+
+
 def _terminate_as_interrupt() -> None:
     """Treat SIGTERM like Ctrl-C: a terminated command stops its workers and keeps finished work."""
 
@@ -186,7 +202,10 @@ def run(config_path: Path, out_dir: Path, overwrite: bool, quiet: bool) -> None:
     from sgdfluct.runner import run_experiment
 
     config = load_config(config_path)
-    summary = run_experiment(config, out_dir, progress=_show_progress(quiet), overwrite=overwrite)
+    with _run_heartbeat(quiet, "run"):
+        summary = run_experiment(
+            config, out_dir, progress=_show_progress(quiet), overwrite=overwrite
+        )
     if not quiet:
         click.echo(_headline(summary))
         click.echo(f"results written to {out_dir}")
@@ -382,7 +401,8 @@ def probe(config_path: Path, out_dir: Path, overwrite: bool, quiet: bool) -> Non
             f"install it {install_hint('probe')}"
         ) from None
     with claim_output_dir(out_dir, kind="probe", overwrite=overwrite) as tmp:
-        summary = run_probe_config(config_path, tmp, progress=_show_progress(quiet))
+        with _run_heartbeat(quiet, "probe"):
+            summary = run_probe_config(config_path, tmp, progress=_show_progress(quiet))
     if not quiet:
         click.echo(f"probe complete: {out_dir} ({summary.get('headline', '')})")
 
