@@ -387,6 +387,7 @@ def run_dask(
 
     own_client = isinstance(scheduler, str)
     if own_client:
+        scheduler = check_scheduler(scheduler)  # the library path gets the CLI's checks too
         try:
             client = Client(scheduler, set_as_default=False, timeout=_CONNECT_TIMEOUT_S)
         except OSError as exc:
