@@ -103,7 +103,8 @@ _EXIT_MEANINGS: dict[int, str] = {
     ),
     2: (
         "bad input, one message naming the key or path and what to change, never a traceback: a "
-        "usage error of the command line, a run that does not fit in memory,"
+        "usage error of the command line, a run that does not fit in memory, a sweep whose "
+        "failed cells all failed on their output (a full disk, an unwritable folder),"
     ),
     3: (
         "SGD unstable or diverged (the message states the learning rate, lambda_max(H) and the "

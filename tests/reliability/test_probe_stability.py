@@ -83,6 +83,7 @@ def test_gradient_descent_past_a_passed_plateau_still_exits_3(tmp_path, record, 
     it: η λ_max >= 2 at the window mean."""
     monkeypatch.setattr(_stream, "log_plateau_test", lambda *a, **k: True)
     result, message = _probe(tmp_path, record, 1.34, GD)
+    record.update(expected=3, traceback=False)
     assert result.exit_code == 3, result.output
     assert "eta * lambda_max = 2.03" in message and "diverges" in message
 
