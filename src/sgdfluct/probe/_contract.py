@@ -25,6 +25,8 @@ Also refused up front: parameters and data of different floating dtypes or on di
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from sgdfluct.errors import ConfigError
@@ -80,9 +82,10 @@ def check_modes(model: torch.nn.Module, where: str) -> None:
                 "evaluations (train in eval mode with frozen statistics, or switch to eval mode "
                 "around observe() and analyze())"
             )
-        if isinstance(mod, _DROPOUT_TYPES) and float(getattr(mod, "p", 0.0)) > 0:
+        rate = float(getattr(mod, "p", 0.0))
+        if isinstance(mod, _DROPOUT_TYPES) and rate > 0:
             raise ConfigError(
-                f"{where}: module {label} is in training mode with p = {mod.p:g}: its output is "
+                f"{where}: module {label} is in training mode with p = {rate:g}: its output is "
                 "random (it draws from torch's global RNG), so the probe's evaluations would "
                 "change your RNG state and measure a random loss. Call model.eval() for the "
                 "probe's evaluations"
@@ -90,7 +93,7 @@ def check_modes(model: torch.nn.Module, where: str) -> None:
 
 
 def check_dtypes_devices(
-    named_params: dict[str, torch.Tensor], x: torch.Tensor, names: list[str]
+    named_params: Mapping[str, torch.Tensor], x: torch.Tensor, names: list[str]
 ) -> None:
     """Every probed parameter must share the training inputs' floating dtype and device.
 

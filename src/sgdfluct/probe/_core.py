@@ -1357,11 +1357,11 @@ class FluctuationProbe:
         ps_grad = torch.func.vmap(torch.func.grad(sample_loss), in_dims=(None, 0, 0))
         gsum = np.zeros(big_k)
         ggt = np.zeros((big_k, big_k))
-        chunk = _memory_chunk(
+        n_chunk = _memory_chunk(
             _SAMPLE_CHUNK, sum(lay.dim for lay in self.all_layers) * self.x.element_size()
         )
-        for c in range(0, self.n_train, chunk):
-            g = ps_grad(params, self.x[c : c + chunk], self.y[c : c + chunk])
+        for c in range(0, self.n_train, n_chunk):
+            g = ps_grad(params, self.x[c : c + n_chunk], self.y[c : c + n_chunk])
             proj = (
                 torch.cat(
                     [

@@ -189,7 +189,7 @@ class OptimizerWatch:
     def check(self) -> list[str] | None:
         groups = self.optimizer.param_groups
         old = self.settings.groups
-        fresh = []
+        fresh: list[int | None] = []
         for g, group in enumerate(groups):
             if g < len(old) and (
                 group.get("lr") == old[g].lr
