@@ -237,3 +237,20 @@ def test_parameter_groups_with_their_own_learning_rates_are_checked() -> None:
     # as divergence (exit 3), not as a loss "still drifting" (exit 2)
     with pytest.raises(DivergenceError, match="rose from a block mean"):
         train(0.95)
+
+
+@pytest.mark.parametrize("eta", [0.3, 0.9])
+def test_arnoldi_spectral_radius_matches_the_dense_map(eta) -> None:
+    """K = 9 (> the dense limit): ARPACK on the K² vectorization agrees with the eigenvalues of
+    the dense K²×K² map built independently (A_μ = x_μ x_μᵀ, f_S = 1/4)."""
+    gen = np.random.default_rng(7)
+    x = gen.standard_normal((60, 9)) * np.linspace(0.3, 1.2, 9)
+    h = x.T @ x / len(x)
+    d = h.shape[0]
+    a = np.einsum("ni,nj->nij", x, x)
+    kmat = np.einsum("nab,ncd->acbd", a, a).reshape(d * d, d * d) / len(x)
+    step = np.eye(d) - eta * h
+    dense = np.kron(step, step) + eta**2 * 0.25 * (kmat - np.kron(h, h))
+    want = float(np.max(np.abs(np.linalg.eigvals(dense))))
+    got = subspace_spectral_radius(h, x[:, None, :], learning_rate=eta, batch_factor=0.25)
+    assert got == pytest.approx(want, rel=1e-6)
