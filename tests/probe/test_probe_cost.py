@@ -43,9 +43,12 @@ def test_deferred_qr_gives_the_same_sketch(monkeypatch: pytest.MonkeyPatch) -> N
     immediate = NystromSketch(rows[0], 60, torch.Generator().manual_seed(3))
     assert not deferred._orthonormal and immediate._orthonormal
     immediate.omega = torch.linalg.qr(deferred.omega)[0]  # the same range
-    for r in rows:
+    for i, r in enumerate(rows):
         deferred.update(r)
         immediate.update(r)
+        if i == 50:  # a mid-stream top() converts the deferred sketch to Q once, in place
+            np.testing.assert_allclose(deferred.top(5)[0], immediate.top(5)[0], rtol=SKETCH_RTOL)
+            assert deferred._orthonormal
     (v_d, p_d), (v_i, p_i) = deferred.top(10), immediate.top(10)
     np.testing.assert_allclose(v_d, v_i, rtol=SKETCH_RTOL)
     overlap = np.abs(np.sum(p_d * p_i, axis=1))  # same directions up to sign

@@ -79,8 +79,9 @@ class NystromSketch:
     Cost. Each snapshot is one ``d × ℓ`` product and one in-place rank-1 update
     (``Y.addr_(u, uᵀΩ)``, no ``d × ℓ`` temporary). The Nyström approximation depends on ``Ω``
     only through its range, so a large sketch (``d ℓ² >`` :data:`DEFER_QR_FLOPS`) keeps the
-    Gaussian ``G`` unorthonormalized while streaming and converts at :meth:`top`: with
-    ``G = QR``, ``ΣQ = (ΣG) R⁻¹`` (no QR stall when the window opens).
+    Gaussian ``G`` unorthonormalized while streaming and converts at the first :meth:`top`:
+    with ``G = QR`` the accumulator becomes ``Y R⁻¹ = Σ_t u_t u_tᵀ Q`` and later snapshots stream
+    on ``Q`` (no QR stall when the window opens, one QR in all).
     """
 
     def __init__(
@@ -138,11 +139,12 @@ class NystromSketch:
             evals = evals.flip(0)[:k].clamp_min(0.0)
             evecs = evecs.flip(1)[:, :k]
             return evals.cpu().numpy(), evecs.T.cpu().numpy()
+        if not self._orthonormal:  # Y = Σ_t u_t u_tᵀ G with G = QR: the same sums on Q = Y R⁻¹
+            q, r = torch.linalg.qr(self.omega)
+            self.y = torch.linalg.solve_triangular(r, self.y, upper=True, left=False)
+            self.omega, self._orthonormal = q, True  # once: later snapshots stream on Q
         om = self.omega
         y = (self.y - n * torch.outer(m, m @ om)) / (n - 1)
-        if not self._orthonormal:  # Y = ΣG with G = QR: ΣQ = Y R⁻¹
-            om, r = torch.linalg.qr(om)
-            y = torch.linalg.solve_triangular(r, y, upper=True, left=False)
         nu = math.sqrt(self.dim) * torch.finfo(torch.float64).eps * float(torch.linalg.norm(y))
         y_nu = y + nu * om
         b = om.T @ y_nu
