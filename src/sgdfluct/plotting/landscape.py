@@ -56,7 +56,9 @@ def plot_variance_flatness(
 
     Notes
     -----
-    The line is ``F = exp(a) sigma^{-psi}``; ``psi > 0`` (falling line) is the paper's IVFR.
+    The line is ``F = exp(a) sigma^{-psi}`` of the PCA fit; ``psi > 0`` (falling line) is the
+    paper's IVFR. Where the calibrated estimate exists (``result.calibrated``) its slope is drawn
+    dashed through the centre of the points, or the legend says it is not identified.
     """
     ax = _axes(ax)
     for colour, (res, lab) in zip(_COLOURS, [(result, label), *others], strict=False):
@@ -65,12 +67,35 @@ def plot_variance_flatness(
         )
         grid = np.geomspace(res.variances.min(), res.variances.max(), 50)
         ax.plot(grid, np.exp(res.intercept) * np.sqrt(grid) ** (-res.psi), color=colour, lw=1.2)
+        _draw_calibrated(ax, res, grid, colour)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(r"variance $\sigma_i^2$")
     ax.set_ylabel(r"flatness $F_i$")
     ax.legend(fontsize="x-small")
     return ax
+
+
+def _draw_calibrated(ax: Axes, res: IVFRResult, grid: np.ndarray, colour: str) -> None:
+    """The calibrated ψ (docs/theory.md §9) as a dashed line of its slope through the centre of
+    the points, or a legend entry saying why it is not identified."""
+    cal = getattr(res, "calibrated", None)
+    if cal is None:
+        return
+    if cal.psi is None or cal.psi_ci is None:
+        ax.plot([], [], ls="none", label="calibrated ψ: not identified")
+        return
+    x0 = float(np.exp(np.mean(np.log(res.variances))))
+    y0 = float(np.exp(np.mean(np.log(res.flatness))))
+    lo, hi = cal.psi_ci
+    ax.plot(
+        grid,
+        y0 * np.sqrt(grid / x0) ** (-cal.psi),
+        color=colour,
+        lw=1.2,
+        ls="--",
+        label=f"calibrated ψ = {cal.psi:.2f} [{lo:.2f}, {hi:.2f}] (dashed)",
+    )
 
 
 def plot_loss_profiles(
