@@ -93,6 +93,10 @@ TRAIN_LOSS_SAMPLES = 2048
 PROFILE_POINTS = 41
 #: bisection steps refining each flatness crossing (grid spacing / 2^30)
 BISECTION_STEPS = 30
+#: bisections of the calibrated estimate's flatness: the bracket is 1/20 of the grid's half-range,
+#: so 12 halvings fix F to ~1e-5 of it, far below the ~1e-2 noise of log σ (each one costs a
+#: full-data loss evaluation per direction and side)
+CALIBRATED_BISECTIONS = 12
 #: doublings of a profile's range before a direction is declared flat (flatness unbounded)
 MAX_DOUBLINGS = 40
 #: directions (HVPs) and samples (per-sample gradients) evaluated per vectorized call
@@ -1544,6 +1548,7 @@ class FluctuationProbe:
         loss0: float,
         curv: Array,
         var: Array,
+        bisections: int = BISECTION_STEPS,
     ) -> tuple[Array, Array, Array]:
         """Flatness (k,), profile offsets (k, m) and profiles (k, m) along the rows of p."""
         k = p.shape[0]
@@ -1582,7 +1587,7 @@ class FluctuationProbe:
                 hi_in[j], hi_out[j] = grid[r - 1] * scale[i], grid[r] * scale[i]
                 lo_in[j], lo_out[j] = grid[left + 1] * scale[i], grid[left] * scale[i]
             pg = p[good]
-            for _ in range(BISECTION_STEPS):
+            for _ in range(bisections):
                 mids = np.stack([0.5 * (hi_in + hi_out), 0.5 * (lo_in + lo_out)], 1)
                 vals = self._profiles(
                     params, lay, pg, torch.as_tensor(mids, dtype=self.x.dtype, device=self.x.device)
@@ -1658,7 +1663,13 @@ class FluctuationProbe:
         pos = curv > 0
         if pos.any():
             flat[pos] = self._flatness(
-                params, lay, p[torch.as_tensor(pos)], loss0, curv[pos], meas.variances[pos]
+                params,
+                lay,
+                p[torch.as_tensor(pos)],
+                loss0,
+                curv[pos],
+                meas.variances[pos],
+                bisections=CALIBRATED_BISECTIONS,
             )[0]
         fit = fit_ivfr_calibrated(meas, flat)
         return fit, {
