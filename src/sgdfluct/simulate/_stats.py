@@ -584,9 +584,17 @@ class SubspaceMoments:
             y = self.sketch / n_tot - np.outer(m, m @ self.omega)  # C Omega
             nu = np.sqrt(self.d) * np.spacing(np.linalg.norm(y))
             y_nu = y + nu * self.omega
-            core = self.omega.T @ y_nu
-            low = cholesky(0.5 * (core + core.T), lower=True)
-            e = solve_triangular(low, y_nu.T, lower=True).T  # Y_nu L^{-T}
+            core = 0.5 * (self.omega.T @ y_nu + (self.omega.T @ y_nu).T)
+            try:
+                low = cholesky(core, lower=True)
+                e = solve_triangular(low, y_nu.T, lower=True).T  # Y_nu L^{-T}
+            except np.linalg.LinAlgError:
+                # the shift nu did not make the core positive definite (a covariance of rank
+                # < k at round-off level): the same Nystrom factor through the core's
+                # eigen-decomposition, its non-positive part dropped (Tropp et al. 2017, §2.2)
+                w, v = np.linalg.eigh(core)
+                pos = w > w.max() * 1e-12
+                e = (y_nu @ v[:, pos]) / np.sqrt(w[pos])
             q, r = np.linalg.qr(e)  # thin SVD of e as QR, then a k x k SVD
             u_r, sv, _ = np.linalg.svd(r)
             u = q @ u_r
