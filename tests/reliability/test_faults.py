@@ -103,6 +103,9 @@ def test_interrupted_run_exits_130_and_writes_nothing(tmp_path, record, sig):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as in a user's shell: an ignored SIGINT would be inherited across exec (it was,
+        # once, in a whole-suite run on a fresh clone: the run then never stopped)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # the claim (its temporary folder) exists before the simulation starts
     _wait_for(lambda: any(p.name.startswith(".out.tmp-") for p in tmp_path.iterdir()), "claim")
