@@ -211,18 +211,14 @@ def run(config_path: Path, out_dir: Path, overwrite: bool, quiet: bool) -> None:
         click.echo(f"results written to {out_dir}")
 
 
-@main.command()
-@click.argument("sweep_path", metavar="SWEEP.toml", type=click.Path(dir_okay=False, path_type=Path))
-@_out_option("Output folder (cells/<cell-id>/ and sweep.nc).")
-@_workers
-@click.option(
+_scheduler = click.option(
     "--scheduler",
     default=None,
     metavar="ADDRESS",
     help="Address of a running Dask scheduler, e.g. tcp://host:8786 (needs sgdfluct[dask]); "
     "checked before anything starts.",
 )
-@click.option(
+_scheduler_timeout = click.option(
     "--scheduler-timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=30.0,
@@ -230,6 +226,33 @@ def run(config_path: Path, out_dir: Path, overwrite: bool, quiet: bool) -> None:
     metavar="SECONDS",
     help="Seconds to connect to the --scheduler and complete its handshake.",
 )
+
+
+def _checked_scheduler_address(workers: int | None, scheduler: str | None) -> str | None:
+    """``--workers`` and ``--scheduler`` are exclusive; a malformed address is refused at once."""
+    if workers is not None and scheduler is not None:
+        raise ConfigError("--workers and --scheduler are exclusive: give one of them")
+    if scheduler is None:
+        return None
+    from sgdfluct.experiments._executors import check_scheduler_address
+
+    return check_scheduler_address(scheduler)
+
+
+def _connect_scheduler(scheduler: str | None, timeout: float) -> None:
+    """Connect to the scheduler and complete its handshake within one deadline (before any work)."""
+    if scheduler is not None:
+        from sgdfluct.experiments._executors import check_scheduler
+
+        check_scheduler(scheduler, timeout)
+
+
+@main.command()
+@click.argument("sweep_path", metavar="SWEEP.toml", type=click.Path(dir_okay=False, path_type=Path))
+@_out_option("Output folder (cells/<cell-id>/ and sweep.nc).")
+@_workers
+@_scheduler
+@_scheduler_timeout
 @_overwrite
 @_quiet
 @_guarded("interrupted; finished cells are kept, re-run the same command to resume")
@@ -243,19 +266,11 @@ def sweep(
     quiet: bool,
 ) -> None:
     """Run a grid of experiments; re-running resumes and computes only missing cells."""
-    if workers is not None and scheduler is not None:
-        raise ConfigError("--workers and --scheduler are exclusive: give one of them")
-    if scheduler is not None:
-        from sgdfluct.experiments._executors import check_scheduler_address
-
-        scheduler = check_scheduler_address(scheduler)  # malformed: refused at once
+    scheduler = _checked_scheduler_address(workers, scheduler)
     from sgdfluct.experiments.sweep import SweepIncomplete, load_sweep, run_sweep
 
     spec = load_sweep(sweep_path)
-    if scheduler is not None:
-        from sgdfluct.experiments._executors import check_scheduler
-
-        check_scheduler(scheduler, scheduler_timeout)  # connect + handshake, one deadline
+    _connect_scheduler(scheduler, scheduler_timeout)
     try:
         run_sweep(
             spec,
@@ -297,6 +312,8 @@ _SCALES = ("quick", "full", "smoke")
     help="Tiny sizes for the test suite (verdicts carry no weight).",
 )
 @_workers
+@_scheduler
+@_scheduler_timeout
 @_out_option("Output folder (report.html, report.md, claims.json, figures/).")
 @click.option(
     "--only",
@@ -315,6 +332,8 @@ def reproduce(
     smoke: bool,
     out_dir: Path,
     workers: int | None,
+    scheduler: str | None,
+    scheduler_timeout: float,
     only: tuple[str, ...],
     overwrite: bool,
     quiet: bool,
@@ -338,6 +357,8 @@ def reproduce(
             f"--only {', '.join(repr(u) for u in unknown)} matches no claim id: expected ids "
             f"(or prefixes) among {ids}"
         )
+    scheduler = _checked_scheduler_address(workers, scheduler)
+    _connect_scheduler(scheduler, scheduler_timeout)
     with folder_lock(out_dir) as out:
         prepare_output_dir(out, kind="reproduce", overwrite=overwrite)
         try:
@@ -346,6 +367,7 @@ def reproduce(
                 scale=scale,
                 only=list(only) or None,
                 workers=workers,
+                scheduler=scheduler,
                 progress=_cell_progress(quiet),
             )
         except SweepIncomplete as exc:

@@ -52,6 +52,7 @@ __all__ = [
     "VERDICTS",
     "ClaimResult",
     "config_hash",
+    "design_text",
     "format_measured",
     "headline",
     "machine_info",
@@ -462,6 +463,50 @@ def _data_uri(path: Path) -> str:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def _seed_text(seeds: Any) -> str:
+    if not isinstance(seeds, Mapping):
+        return ""
+    parts = []
+    for name, values in seeds.items():
+        values = list(values) if isinstance(values, list | tuple) else [values]
+        if name == "replicates" or len(values) <= 3:
+            parts.append(f"{name} {', '.join(str(v) for v in values)}")
+        else:
+            parts.append(f"{name} {values[0]}…{values[-1]} ({len(values)})")
+    return "; ".join(parts)
+
+
+def _flag(claim: ClaimResult) -> str:
+    """The summary table's mark of a rule changed after this run's data were seen."""
+    design = getattr(claim, "design", None) or {}
+    return " (rule changed after data)" if design.get("rule_changed_after_data") else ""
+
+
+def design_text(claim: ClaimResult) -> str:
+    """One line on how a claim was tested (the ``design`` fields of ``claims.json``, where the
+    result has them): the evidence and scale, the seeds, the rule's hash and when it was frozen
+    and last changed; a rule changed after this run's data were seen is said first."""
+    design = getattr(claim, "design", None)
+    if not design:
+        return ""
+    parts = []
+    if design.get("rule_changed_after_data"):
+        parts.append("RULE CHANGED AFTER THIS RUN'S DATA WERE SEEN (not confirmatory)")
+    if design.get("evidence"):
+        parts.append(f"{design['evidence']} ({design.get('scale')} scale)")
+    seeds = _seed_text(design.get("seeds"))
+    if seeds:
+        parts.append(f"seeds: {seeds}")
+    if design.get("rule_hash"):
+        rule = f"rule {design['rule_hash']}"
+        if design.get("rule_frozen"):
+            rule += f", frozen {design['rule_frozen']}"
+        if design.get("rule_last_changed"):
+            rule += f", last changed {design['rule_last_changed']}"
+        parts.append(rule)
+    return "; ".join(parts)
+
+
 # --------------------------------------------------------------------------------------------------
 # markdown
 # --------------------------------------------------------------------------------------------------
@@ -491,7 +536,7 @@ def _render_markdown(
         name, value = headline(c)
         head = f"{name}: {value}" if name else ""
         lines.append(
-            f"| [{c.id}](#{c.id.lower()}) | {_md_cell(c.statement)} | **{c.verdict}** | "
+            f"| [{c.id}](#{c.id.lower()}) | {_md_cell(c.statement)} | **{c.verdict}**{_flag(c)} | "
             f"{_md_cell(head)} |"
         )
     lines.append("")
@@ -506,6 +551,9 @@ def _render_markdown(
         if c.rule_history:
             lines.append("")
         lines += [f"**Verdict: {c.verdict}**", ""]
+        design = design_text(c)
+        if design:
+            lines += [f"**Design.** {design}", ""]
         lines += ["**Measured.**", ""]
         rows = _measured_rows(c.measured)
         if len(rows) == 1 and rows[0][0] == "":
@@ -626,7 +674,7 @@ def _render_html(
     parts.append(f'<p class="counts">{counts}</p>')
     summary = "".join(
         f'<tr><td><a href="#{e(c.id)}">{e(c.id)}</a></td><td>{e(c.statement)}</td>'
-        f'<td>{_badge(c.verdict)}</td><td class="num">{_headline_html(c)}</td></tr>'
+        f'<td>{_badge(c.verdict)}{e(_flag(c))}</td><td class="num">{_headline_html(c)}</td></tr>'
         for c in claims
     )
     parts.append(
@@ -660,6 +708,9 @@ def _render_html(
         if undefined:
             parts.append(f'<p class="note">{e(undefined)}</p>')
         parts.append(f"<p><strong>Verdict:</strong> {_badge(c.verdict)}</p>")
+        design = design_text(c)
+        if design:
+            parts.append(f"<p><strong>Design.</strong> {e(design)}</p>")
         for rel in figures[c.id]:
             owner = figures.same_as.get((c.id, rel))
             if owner is not None:

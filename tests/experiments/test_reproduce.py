@@ -56,6 +56,10 @@ def test_reproduce_smoke_writes_report(tmp_path, monkeypatch):
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html
     assert (out / "report.md").is_file()
+    # each claim's design is shown, not only written to claims.json
+    md = (out / "report.md").read_text()
+    assert md.count("**Design.** pipeline check (smoke scale); seeds: data ") == len(claims)
+    assert "rule " + claims[0]["rule_hash"] + ", frozen " in md
     assert len(list((out / "figures").glob("*.png"))) == 5
     # resuming: a second call recomputes nothing and gives the same claims
     again = CliRunner().invoke(main, args)
@@ -212,6 +216,9 @@ def test_a_rule_changed_after_its_data_is_flagged(tmp_path, monkeypatch):
     record = json.loads((tmp_path / "claims.json").read_text())[0]
     assert record["rule_changed_after_data"] is True
     assert again.details.startswith("**Rule changed after its this run's data were seen**")
+    md = (tmp_path / "report.md").read_text()
+    assert "**inconclusive** (rule changed after data)" in md or "(rule changed after data) |" in md
+    assert "**Design.** RULE CHANGED AFTER THIS RUN'S DATA WERE SEEN (not confirmatory)" in md
     assert (
         record["rule_hash"]
         != json.loads((tmp_path / RULES_FROZEN_FILE).read_text())["smoke"][first[0].id]["rule_hash"]

@@ -86,3 +86,34 @@ def test_unreachable_scheduler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     spec = SweepSpec(base=load_config(BASE))
     with pytest.raises(ConfigError, match="scheduler"):
         run_sweep(spec, tmp_path, scheduler="tcp://127.0.0.1:9", cell_fn=synthetic_cell)
+
+
+def test_reproduce_on_dask_matches_local_workers(tmp_path: Path, cluster) -> None:  # type: ignore[no-untyped-def]
+    # the same claims, measured from the same cells, whether the cells ran on Dask or locally
+    import json
+
+    from sgdfluct.experiments.reproduce import reproduce
+
+    address = cluster.scheduler_address
+    reproduce(tmp_path / "dask", scale="smoke", only=["1"], scheduler=address)
+    reproduce(tmp_path / "local", scale="smoke", only=["1"], workers=2)
+
+    def records(folder: str) -> list[dict]:  # type: ignore[type-arg]
+        claims = json.loads((tmp_path / folder / "claims.json").read_text())
+        return [{k: v for k, v in c.items() if k != "rule_frozen"} for c in claims]  # a time
+
+    assert records("dask") == records("local")
+    assert records("dask")[0]["scale"] == "smoke"
+    assert "dask scheduler tcp://127.0.0.1" in (tmp_path / "dask" / "report.md").read_text()
+
+
+def test_reproduce_refuses_workers_with_scheduler(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sgdfluct.cli import main
+
+    args = ["reproduce", "--smoke", "--out", str(tmp_path / "r"), "--workers", "2"]
+    result = CliRunner().invoke(main, [*args, "--scheduler", "tcp://127.0.0.1:1"])
+    assert result.exit_code == 2
+    assert "--workers and --scheduler are exclusive" in result.output
+    assert not (tmp_path / "r").exists()

@@ -167,7 +167,11 @@ def _spec(sweep: SweepDef) -> Any:
 
 
 def _run(
-    sweeps: Sequence[SweepDef], out: Path, workers: int | None, progress: bool | str
+    sweeps: Sequence[SweepDef],
+    out: Path,
+    workers: int | None,
+    progress: bool | str,
+    scheduler: str | Any | None = None,
 ) -> dict[str, tuple[xr.Dataset | None, str]]:
     """Run the sweeps on one pool of workers (longest cells first, across sweeps); return each
     one's metrics and an error text (cells that failed: the finished ones are gathered)."""
@@ -178,6 +182,7 @@ def _run(
     outcomes = run_sweeps(
         list(zip(specs, folders, strict=True)),
         workers=workers,
+        scheduler=scheduler,
         progress=progress,
         cell_fn=run_experiment_without_figures,
     )
@@ -243,6 +248,16 @@ def _claim_result(
     )
 
 
+def _executor_text(workers: int | None, scheduler: str | Any | None) -> str:
+    """Where the sweeps' cells ran, for the report header."""
+    if scheduler is not None:
+        address = scheduler if isinstance(scheduler, str) else getattr(scheduler, "scheduler", "")
+        return f"dask scheduler {getattr(address, 'address', address)}"
+    import os
+
+    return f"local, {workers or os.cpu_count() or 1} worker processes"
+
+
 def claim_ids() -> list[str]:
     """Every claim id of the reproduction (the sweep claims, then claim 8)."""
     return _claims.REGISTRY.ids()
@@ -254,6 +269,7 @@ def reproduce(
     scale: str = "quick",
     only: Sequence[str] | None = None,
     workers: int | None = None,
+    scheduler: str | Any | None = None,
     progress: bool | str = False,
 ) -> list[ClaimResult]:
     """Test every claim of docs/theory.md §10 and write ``report.html``, ``report.md``,
@@ -270,6 +286,10 @@ def reproduce(
         Claim ids (or id prefixes such as ``"7"``) to run; default all.
     workers : int, optional
         Local worker processes for the sweeps (default: all cores).
+    scheduler : str or distributed.Client, optional
+        A Dask scheduler's address (or a client) to run the sweeps' cells on, instead of local
+        workers (as :func:`~sgdfluct.experiments.sweep.run_sweeps`); claim 8 (the probe) runs in
+        this process either way.
     progress : bool or {"auto", "bar", "log", "off"}
         Progress over the sweeps' cells (:func:`~sgdfluct.experiments.sweep.run_sweeps`) and,
         in ``"log"`` mode (output not a terminal), one line per decided claim.
@@ -290,7 +310,7 @@ def reproduce(
     defs = registry.sweep_defs(scale)
     frozen = _freeze_rules(out, scale, [*claims, *standalone])
     names = dict.fromkeys(c.sweep for c in claims)
-    results = _run([defs[name] for name in names], out, workers, progress)
+    results = _run([defs[name] for name in names], out, workers, progress, scheduler)
     claim_results: list[ClaimResult] = []
     # one line per decided claim where output is not a terminal (sgdfluct.progress)
     mode = "log" if progress_mode(progress) == "log" else "off"
@@ -321,6 +341,7 @@ def reproduce(
             for n in results
         },
         "machine": machine_info(),
+        "executor": _executor_text(workers, scheduler),
         "runtime": f"{time.perf_counter() - start:.0f} s",
     }
     write_report(out, claim_results, header=header)
