@@ -126,14 +126,18 @@ def snapshot_losses(trajectory: Array, shapes: Shapes, inputs: Array, targets: A
     p = x.shape[0]
     hx, bxy, c = x.T @ x / p, y.T @ x / p, float(np.sum(y * y)) / p
     lead = traj.shape[:-1]
+    flat = traj.reshape(-1, traj.shape[-1])
+    n = flat.shape[0]
     sl = layer_slices(shapes)
-    m = traj[..., sl[0]].reshape(*lead, *shapes[0])
+    # contiguous layer blocks first: a reshape of a strided slice copied inside every product
+    m = np.ascontiguousarray(flat[:, sl[0]]).reshape(n, *shapes[0])
     for s, shape in zip(sl[1:], shapes[1:], strict=True):
-        m = traj[..., s].reshape(*lead, *shape) @ m
-    mh = (m.reshape(-1, m.shape[-1]) @ hx).reshape(m.shape)  # one GEMM over all snapshots
-    quad = np.sum(mh * m, axis=(-2, -1))  # tr(M H_x M^T)
-    lin = np.sum(m * bxy, axis=(-2, -1))
-    return np.asarray(0.5 * quad - lin + 0.5 * c)
+        m = np.ascontiguousarray(flat[:, s]).reshape(n, *shape) @ m
+    m_flat = m.reshape(n, -1)
+    mh = (m.reshape(-1, m.shape[-1]) @ hx).reshape(n, -1)  # one GEMM over all snapshots
+    quad = np.einsum("ni,ni->n", mh, m_flat)  # tr(M H_x M^T)
+    lin = m_flat @ bxy.ravel()  # tr(M B_xy^T)
+    return np.asarray((0.5 * quad - lin + 0.5 * c).reshape(lead))
 
 
 def _second_half_drift(
