@@ -16,12 +16,8 @@ from sgdfluct.probe import (  # noqa: E402
     _stream,
     probe_config_from_dict,
 )
-from sgdfluct.probe._core import (  # noqa: E402
-    CHUNK_BYTES,
-    MIN_SKETCH_SIZE,
-    SKETCH_FLOOR_BYTES,
-    _memory_chunk,
-)
+from sgdfluct.probe._params import CHUNK_BYTES, memory_chunk  # noqa: E402
+from sgdfluct.probe._recording import MIN_SKETCH_SIZE, SKETCH_FLOOR_BYTES  # noqa: E402
 
 #: the deferred and the immediate orthonormalization are one Nyström approximation in exact
 #: arithmetic; in float64 they differ by the conditioning of R (~2 for d/ℓ = 10) times ~1e-15
@@ -91,9 +87,9 @@ def test_default_sketch_size(n_in: int, top_k: int, want: int) -> None:
 
 
 def test_memory_chunk() -> None:
-    assert _memory_chunk(256, 8 * 3000) == 256  # small models: the default (bitwise as before)
-    assert _memory_chunk(256, 4 * 1_068_810) == CHUNK_BYTES // (4 * 1_068_810) == 62
-    assert _memory_chunk(128, 10 * CHUNK_BYTES) == 1
+    assert memory_chunk(256, 8 * 3000) == 256  # small models: the default (bitwise as before)
+    assert memory_chunk(256, 4 * 1_068_810) == CHUNK_BYTES // (4 * 1_068_810) == 62
+    assert memory_chunk(128, 10 * CHUNK_BYTES) == 1
 
 
 def _config(layers: object) -> dict:
