@@ -129,6 +129,21 @@ def representative_cell(sweep: Any, pick: str) -> tuple[Any, int]:
     return all_cells[index], len(all_cells)
 
 
+def _warm_up(sweep: Any, folder: Path) -> None:
+    """Run the sweep's cheapest smoke-scale cell that computes (some are too short to measure)."""
+    from sgdfluct.errors import SgdfluctError
+    from sgdfluct.experiments.reproduce import _spec
+    from sgdfluct.experiments.sweep import cell_cost, cells
+    from sgdfluct.runner import run_experiment_without_figures
+
+    for k, cell in enumerate(sorted(cells(_spec(sweep)), key=lambda c: cell_cost(c.config))):
+        try:
+            run_experiment_without_figures(cell.config, folder.with_name(f"{folder.name}-{k}"))
+            return
+        except SgdfluctError:
+            continue
+
+
 def profile(
     scale: str,
     only: list[str] | None,
@@ -154,8 +169,7 @@ def profile(
                 print(f"{name}: skipped (cell_cost {cost:.3g} > --max-cost)", flush=True)
                 continue
             if warmup:  # untimed: numba compilation, imports, caches of the first cell
-                small, _ = representative_cell(REGISTRY.sweep_defs("smoke")[name], "min")
-                run_experiment_without_figures(small.config, Path(tmp) / f"{name}-warmup")
+                _warm_up(REGISTRY.sweep_defs("smoke")[name], Path(tmp) / f"{name}-warmup")
             prof.reset()
             start = time.perf_counter()
             run_experiment_without_figures(cell.config, Path(tmp) / f"{name}-{scale}")
