@@ -11,7 +11,11 @@ on Gaussian inputs with random labels, trained by ``torch.optim.SGD`` with the p
 * ``window_step_s`` — a step inside the window (a snapshot into the sketch every ``every`` steps);
 * ``recorder_bytes_per_param`` and the sketch size ℓ;
 * ``analyze_s`` and ``analyze_peak_rss_mb`` (growth of the process's peak resident memory during
-  ``analyze()``, a lower bound of its peak above the model) unless ``--no-analyze``.
+  ``analyze()``, a lower bound of its peak above the model) unless ``--no-analyze``;
+* with ``--crossings itp,bisection``: ``analyze()`` once per way of refining the flatness
+  crossings (``probe._flatness.CROSSING_METHOD``) on the same window, each with the seconds and
+  full-data loss evaluations spent in the loss profiles (``profile_s``, ``profile_evaluations``),
+  and their ratios (``analyze_ratio``: first over second) measured in the same process.
 
 The window is opened directly after ``--burn-in`` steps (the private ``_start_window``: the cost
 of the plateau test's wait is not what is measured). Run::
@@ -31,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from sgdfluct.probe import FluctuationProbe
@@ -144,7 +149,52 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         out["layers"] = [
             {"name": lr.name, "k": lr.k, "exact": lr.sketch_exact} for lr in run.layers
         ]
+    if args.crossings:
+        out["crossings"] = _crossings(probe, args.crossings.split(","))
     return out
+
+
+def _crossings(probe: Any, methods: list[str]) -> dict[str, Any]:
+    """``analyze()`` once per crossing method on the same window, with the profiles' share."""
+    from sgdfluct.probe import _flatness
+
+    plain_profiles = _flatness.profiles
+    spent = {"s": 0.0, "evaluations": 0}
+
+    def timed(probe: Any, params: Any, lay: Any, p: Any, s: Any) -> Any:
+        t0 = time.perf_counter()
+        out = plain_profiles(probe, params, lay, p, s)
+        spent["s"] += time.perf_counter() - t0
+        spent["evaluations"] += int(s.numel())
+        return out
+
+    rows: dict[str, Any] = {}
+    runs = {}
+    _flatness.profiles = timed
+    try:
+        for method in methods:
+            _flatness.CROSSING_METHOD = method
+            spent.update(s=0.0, evaluations=0)
+            t0 = time.perf_counter()
+            runs[method] = probe.analyze()
+            rows[method] = {
+                "analyze_s": time.perf_counter() - t0,
+                "profile_s": spent["s"],
+                "profile_evaluations": spent["evaluations"],
+            }
+    finally:
+        _flatness.profiles = plain_profiles
+        _flatness.CROSSING_METHOD = methods[0]
+    a, b = methods[0], methods[-1]
+    rows["analyze_ratio"] = rows[a]["analyze_s"] / rows[b]["analyze_s"]
+    rows["profile_ratio"] = rows[a]["profile_s"] / rows[b]["profile_s"]
+    rows["evaluation_ratio"] = rows[a]["profile_evaluations"] / rows[b]["profile_evaluations"]
+    # the two flatness vectors differ within the crossings' resolution (grid cell / 2^bisections)
+    rows["flatness_max_rel_diff"] = max(
+        float(np.nanmax(np.abs(x.flatness - y.flatness) / np.abs(y.flatness), initial=0.0))
+        for x, y in zip(runs[a].layers, runs[b].layers, strict=True)
+    )
+    return rows
 
 
 def main() -> None:
@@ -162,6 +212,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sketch-size", type=int, default=0, help="0: the probe's default")
     parser.add_argument("--no-analyze", dest="analyze", action="store_false")
+    parser.add_argument(
+        "--crossings",
+        default="",
+        help="e.g. 'itp,bisection': analyze() once per crossing method, with ratios",
+    )
     args = parser.parse_args()
     result = measure(args)
     args.out.write_text(json.dumps(result, indent=2))

@@ -641,8 +641,9 @@ class FluctuationProbe:
         Per layer along its k directions: variances; curvature ``k_i = p_iᵀ H p_i`` (HVP,
         ``torch.func``; H of the loss with its weight-decay term); loss profiles on the full
         training set and the Feng–Tu flatness (grid of :data:`PROFILE_POINTS` points widened by
-        doubling until both crossings of ``factor · L_0`` are bracketed, then
-        :data:`BISECTION_STEPS` bisections; the first crossing on either side of 0 on the grid);
+        doubling until both crossings of ``factor · L_0`` are bracketed, then each crossing
+        refined to the resolution of :data:`BISECTION_STEPS` bisections by the ITP method,
+        ``probe._flatness.refine_crossings``; the first crossing on either side of 0 on the grid);
         projected noise ``C_k`` from per-sample gradients (``torch.func.vmap(grad)``);
         temperature; ψ on all directions and on the sharp ones (:func:`sgdfluct.landscape.fit_ivfr`,
         bootstrap over directions); the drift share; the subspace theory.
