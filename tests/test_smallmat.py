@@ -38,6 +38,7 @@ def test_procrustes_is_orthogonal_and_maximizes_the_trace(k):
 @pytest.mark.parametrize("k", [1, 2, 3, 5, JACOBI_MAX, JACOBI_MAX + 1])
 def test_eigvalsh_desc_matches_lapack(k):
     a = _batch(k, seed=1)
+    a[60:70] *= 1e-250  # tinier: the convergence sums of squares underflow unless scaled
     sym = a + np.swapaxes(a, 1, 2)
     got = eigvalsh_desc(sym.reshape(2, -1, k, k))
     ref = np.linalg.eigvalsh(sym)[..., ::-1]
@@ -69,3 +70,54 @@ def test_procrustes_warm_start_gives_the_same_rotation(k):
     assert np.abs(off).max() <= 1e-12 * np.abs(gram).max()
     with pytest.raises(ValueError, match="basis"):
         procrustes_rotation(a, basis[:10])
+
+
+@pytest.mark.parametrize(
+    ("r", "c", "o"), [(1, 3, 2), (3, 6, 4), (5, 20, 5), (JACOBI_MAX + 1, 4, 3)]
+)
+def test_gram_pair_eigenvalues_match_lapack(r, c, o):
+    from sgdfluct._smallmat import gram_pair_eigenvalues
+
+    rng = np.random.default_rng(2)
+    n = 300
+    flat = rng.standard_normal((n, 7 + r * c + o * r))
+    flat[:10, 7 : 7 + r * c] = 0.0  # W_l = 0: imbalance = -gram
+    flat[10:20] *= 1e-120  # tiny scale
+    w_l = flat[:, 7 : 7 + r * c].reshape(n, r, c)
+    w_n = flat[:, 7 + r * c :].reshape(n, o, r)
+    a = w_l @ np.swapaxes(w_l, 1, 2)
+    b = np.swapaxes(w_n, 1, 2) @ w_n
+    imb, gram = gram_pair_eigenvalues(flat, (7, 7 + r * c), ((r, c), (o, r)))
+    # rounding is relative to the products, not to their difference (cancellation)
+    scale = (np.abs(a).max(axis=(1, 2)) + np.abs(b).max(axis=(1, 2)))[:, None] + 1e-300
+    for got, mat in ((imb, a - b), (gram, a + b)):
+        ref = np.linalg.eigvalsh(mat)[:, ::-1]
+        assert np.all(np.abs(got - ref) <= 1e-13 * scale)
+
+
+def test_imbalance_and_gram_eigenvalues_equal_the_separate_functions():
+    from sgdfluct.analysis.alignment import hidden_gram_eigenvalues, imbalance_and_gram_eigenvalues
+    from sgdfluct.theory.symmetry import imbalance_eigenvalues
+
+    shapes = [(4, 6), (4, 4), (3, 4)]
+    traj = np.random.default_rng(3).standard_normal((2, 50, 24 + 16 + 12))
+    imb, gram = imbalance_and_gram_eigenvalues(traj, shapes)
+    np.testing.assert_allclose(imb, imbalance_eigenvalues(traj, shapes), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(gram, hidden_gram_eigenvalues(traj, shapes), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="one hidden width"):
+        imbalance_and_gram_eigenvalues(traj[..., :40], [(4, 6), (3, 4), (2, 3)])
+
+
+@pytest.mark.parametrize("shapes", [[(4, 6), (3, 4)], [(5, 7), (5, 5), (2, 5)], [(3, 2)]])
+def test_snapshot_losses_equal_the_loss_of_every_snapshot(shapes):
+    from sgdfluct import networks as nw
+    from sgdfluct.analysis.saturation import snapshot_losses
+
+    rng = np.random.default_rng(4)
+    d = sum(r * c for r, c in shapes)
+    x = rng.standard_normal((30, shapes[0][1]))
+    y = rng.standard_normal((30, shapes[-1][0]))
+    traj = rng.standard_normal((2, 7, d))
+    got = snapshot_losses(traj, shapes, x, y)
+    ref = np.array([[nw.loss(theta, shapes, x, y) for theta in rep] for rep in traj])
+    np.testing.assert_allclose(got, ref, rtol=1e-12)

@@ -17,7 +17,13 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-__all__ = ["eigvalsh_desc", "procrustes_rotation", "symmetrize_from_lower"]
+__all__ = [
+    "chain_losses",
+    "eigvalsh_desc",
+    "gram_pair_eigenvalues",
+    "procrustes_rotation",
+    "symmetrize_from_lower",
+]
 
 Array = NDArray[np.float64]
 
@@ -204,46 +210,216 @@ def procrustes_rotation(a: Array, basis: Array | None = None) -> Array:
     return out.reshape(a.shape)
 
 
-@njit(cache=True, parallel=True)
-def _eigvalsh_batch(a: Array, out: Array) -> None:  # pragma: no cover - compiled
-    n, k = a.shape[0], a.shape[1]
-    for idx in prange(n):
-        m = a[idx].copy()
-        for _ in range(MAX_SWEEPS):
-            off = 0.0
-            scale = 0.0
-            for p in range(k):
-                scale += m[p, p] * m[p, p]
-                for q in range(p + 1, k):
-                    off += m[p, q] * m[p, q]
-            if off <= EPS * EPS * scale or off == 0.0:
-                break
-            for p in range(k - 1):
-                for q in range(p + 1, k):
-                    apq = m[p, q]
-                    if apq == 0.0:
-                        continue
-                    theta = (m[q, q] - m[p, p]) / (2.0 * apq)
+@njit(cache=True, inline="always")
+def _jacobi_eigvals_desc(m: Array, d: Array, out: Array) -> None:  # pragma: no cover - compiled
+    """Eigenvalues (descending, into ``out``) of the symmetric ``m`` by cyclic Jacobi rotations;
+    ``m`` is overwritten, ``d`` is scratch of length k. Each rotation updates the two rows and
+    columns it touches once (symmetric storage kept full). The matrix is scaled by a power of two
+    (exact) so that the convergence sums of squares neither underflow nor overflow."""
+    k = m.shape[0]
+    amax = 0.0
+    for p in range(k):
+        for q in range(k):
+            amax = max(amax, abs(m[p, q]))
+    unit = 1.0
+    if amax > 0.0:
+        unit = 2.0 ** np.floor(np.log2(amax))
+        for p in range(k):
+            for q in range(k):
+                m[p, q] /= unit
+    for _ in range(MAX_SWEEPS):
+        off = 0.0
+        scale = 0.0
+        for p in range(k):
+            scale += m[p, p] * m[p, p]
+            for q in range(p + 1, k):
+                off += m[p, q] * m[p, q]
+        if off <= EPS * EPS * scale or off == 0.0:
+            break
+        for p in range(k - 1):
+            for q in range(p + 1, k):
+                apq = m[p, q]
+                if apq == 0.0:
+                    continue
+                theta = (m[q, q] - m[p, p]) / (2.0 * apq)
+                if abs(theta) > 1e150:  # theta^2 would overflow: t ~ 1 / (2 theta)
+                    t = 0.5 / theta
+                else:
                     sign = 1.0 if theta >= 0.0 else -1.0
                     t = sign / (abs(theta) + np.sqrt(theta * theta + 1.0))
-                    c = 1.0 / np.sqrt(t * t + 1.0)
-                    s = t * c
-                    for r in range(k):  # columns p, q
+                c = 1.0 / np.sqrt(t * t + 1.0)
+                s = t * c
+                for r in range(k):
+                    if r != p and r != q:
                         mrp = m[r, p]
                         mrq = m[r, q]
                         m[r, p] = c * mrp - s * mrq
+                        m[p, r] = m[r, p]
                         m[r, q] = s * mrp + c * mrq
-                    for r in range(k):  # rows p, q
-                        mpr = m[p, r]
-                        mqr = m[q, r]
-                        m[p, r] = c * mpr - s * mqr
-                        m[q, r] = s * mpr + c * mqr
+                        m[q, r] = m[r, q]
+                m[p, p] -= t * apq
+                m[q, q] += t * apq
+                m[p, q] = 0.0
+                m[q, p] = 0.0
+    for p in range(k):
+        d[p] = m[p, p] * unit
+    d.sort()
+    for p in range(k):
+        out[p] = d[k - 1 - p]
+
+
+@njit(cache=True, parallel=True)
+def _eigvalsh_batch(a: Array, out: Array) -> None:  # pragma: no cover - compiled
+    n, k = a.shape[0], a.shape[1]
+    for t in prange((n + TASK - 1) // TASK):
+        m = np.empty((k, k))
         d = np.empty(k)
-        for p in range(k):
-            d[p] = m[p, p]
-        d.sort()
-        for p in range(k):
-            out[idx, p] = d[k - 1 - p]
+        for idx in range(t * TASK, min(n, (t + 1) * TASK)):
+            m[:, :] = a[idx]
+            _jacobi_eigvals_desc(m, d, out[idx])
+
+
+@njit(cache=True, parallel=True)
+def _gram_pair_batch(
+    flat: Array, off_l: int, off_n: int, r: int, c: int, o: int, imb: Array, gram: Array
+) -> None:  # pragma: no cover - compiled
+    n = flat.shape[0]
+    for t in prange((n + TASK - 1) // TASK):
+        a = np.empty((r, r))
+        b = np.empty((r, r))
+        m = np.empty((r, r))
+        d = np.empty(r)
+        for i in range(t * TASK, min(n, (t + 1) * TASK)):
+            row = flat[i]
+            for p in range(r):
+                for q in range(p, r):
+                    s1 = 0.0
+                    for j in range(c):
+                        s1 += row[off_l + p * c + j] * row[off_l + q * c + j]
+                    s2 = 0.0
+                    for j in range(o):
+                        s2 += row[off_n + j * r + p] * row[off_n + j * r + q]
+                    a[p, q] = s1
+                    a[q, p] = s1
+                    b[p, q] = s2
+                    b[q, p] = s2
+            for p in range(r):
+                for q in range(r):
+                    m[p, q] = a[p, q] - b[p, q]
+            _jacobi_eigvals_desc(m, d, imb[i])
+            for p in range(r):
+                for q in range(r):
+                    m[p, q] = a[p, q] + b[p, q]
+            _jacobi_eigvals_desc(m, d, gram[i])
+
+
+@njit(cache=True, parallel=True)
+def _chain_loss_batch(
+    flat: Array,
+    offsets: NDArray[np.int64],
+    rows: NDArray[np.int64],
+    cols: NDArray[np.int64],
+    hx: Array,
+    bxy: Array,
+    const: float,
+    out: Array,
+) -> None:  # pragma: no cover - compiled
+    n = flat.shape[0]
+    n_layers = rows.shape[0]
+    width = 0
+    for l in range(n_layers):
+        width = max(width, rows[l])
+    c0 = cols[0]
+    o = rows[n_layers - 1]
+    for t in prange((n + TASK - 1) // TASK):
+        cur = np.empty((width, c0))
+        nxt = np.empty((width, c0))
+        for i in range(t * TASK, min(n, (t + 1) * TASK)):
+            row = flat[i]
+            r0 = rows[0]
+            for p in range(r0):
+                for j in range(c0):
+                    cur[p, j] = row[offsets[0] + p * c0 + j]
+            inner = r0
+            for l in range(1, n_layers):
+                rl = rows[l]
+                base = offsets[l]
+                for p in range(rl):
+                    for j in range(c0):
+                        acc = 0.0
+                        for q in range(inner):
+                            acc += row[base + p * inner + q] * cur[q, j]
+                        nxt[p, j] = acc
+                for p in range(rl):
+                    for j in range(c0):
+                        cur[p, j] = nxt[p, j]
+                inner = rl
+            quad = 0.0
+            lin = 0.0
+            for p in range(o):
+                for j in range(c0):
+                    acc = 0.0
+                    for q in range(c0):
+                        acc += cur[p, q] * hx[q, j]
+                    quad += acc * cur[p, j]
+                    lin += cur[p, j] * bxy[p, j]
+            out[i] = 0.5 * quad - lin + 0.5 * const
+
+
+def chain_losses(
+    flat: Array, offsets: Array, shapes: Array, hx: Array, bxy: Array, const: float
+) -> Array:
+    """``0.5 tr(M H_x M^T) - tr(M B_xy^T) + 0.5 c`` with ``M = W_L ... W_1`` for every row of
+    ``flat`` (row-major layer blocks at ``offsets``, shapes ``(rows, cols)``): the training loss of
+    every snapshot from the data moments, without batched temporaries."""
+    flat = np.ascontiguousarray(flat, dtype=np.float64)
+    shp = np.asarray(shapes, dtype=np.int64).reshape(-1, 2)
+    out = np.empty(flat.shape[0])
+    _chain_loss_batch(
+        flat,
+        np.asarray(offsets, dtype=np.int64),
+        np.ascontiguousarray(shp[:, 0]),
+        np.ascontiguousarray(shp[:, 1]),
+        np.ascontiguousarray(hx, dtype=np.float64),
+        np.ascontiguousarray(bxy, dtype=np.float64),
+        float(const),
+        out,
+    )
+    return out
+
+
+def gram_pair_eigenvalues(
+    flat: Array, offsets: tuple[int, int], shapes: tuple[tuple[int, int], tuple[int, int]]
+) -> tuple[Array, Array]:
+    """Eigenvalues (descending) of ``W_l W_l^T - W_n^T W_n`` and ``W_l W_l^T + W_n^T W_n`` for
+    every row of ``flat`` (the imbalance and the hidden Gram of one hidden layer), in one pass.
+
+    Parameters
+    ----------
+    flat : (n, d) array
+        Snapshots; ``W_l`` is the row-major ``shapes[0]`` block at ``offsets[0]``, ``W_n`` the
+        ``shapes[1]`` block at ``offsets[1]`` (``shapes[0][0] == shapes[1][1]``, the hidden
+        width ``k``).
+
+    Returns
+    -------
+    imbalance, gram : (n, k) arrays
+    """
+    (r, c), (o, r2) = shapes
+    if r != r2:
+        raise ValueError(f"layer shapes {shapes} do not chain")
+    flat = np.ascontiguousarray(flat, dtype=np.float64)
+    n = flat.shape[0]
+    if r > JACOBI_MAX:
+        w_l = flat[:, offsets[0] : offsets[0] + r * c].reshape(n, r, c)
+        w_n = flat[:, offsets[1] : offsets[1] + o * r].reshape(n, o, r)
+        a = w_l @ np.swapaxes(w_l, 1, 2)
+        b = np.swapaxes(w_n, 1, 2) @ w_n
+        return eigvalsh_desc(a - b), eigvalsh_desc(a + b)
+    imb = np.empty((n, r))
+    gram = np.empty((n, r))
+    _gram_pair_batch(flat, int(offsets[0]), int(offsets[1]), r, c, o, imb, gram)
+    return imb, gram
 
 
 def eigvalsh_desc(a: Array) -> Array:

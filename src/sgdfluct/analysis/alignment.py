@@ -33,6 +33,7 @@ __all__ = [
     "detect_saturation",
     "frame_transform",
     "hidden_gram_eigenvalues",
+    "imbalance_and_gram_eigenvalues",
     "measure_layered_covariance",
     "window_mean_bias",
 ]
@@ -338,6 +339,36 @@ def hidden_gram_eigenvalues(trajectory: Array, shapes: Shapes) -> Array:
         g = w_l @ np.swapaxes(w_l, -1, -2) + np.swapaxes(w_n, -1, -2) @ w_n
         out.append(eigvalsh_desc(g))
     return np.stack(out, axis=-2)
+
+
+def imbalance_and_gram_eigenvalues(trajectory: Array, shapes: Shapes) -> tuple[Array, Array]:
+    """The imbalance eigenvalues (:func:`sgdfluct.theory.symmetry.imbalance_eigenvalues`) and the
+    hidden Gram eigenvalues (:func:`hidden_gram_eigenvalues`) in one pass over the snapshots.
+
+    Both are eigenvalues of ``W_l W_l^T -/+ W_{l+1}^T W_{l+1}``: one fused kernel forms the two
+    products once per snapshot and hidden layer and diagonalizes both (no batched temporaries).
+    Same numbers as the two functions to rounding (tests/test_smallmat.py).
+
+    Returns
+    -------
+    imbalance, gram : (..., L-1, N_h) arrays
+    """
+    from sgdfluct._smallmat import gram_pair_eigenvalues
+
+    widths = {r for r, _ in shapes[:-1]}
+    if len(shapes) < 2 or len(widths) != 1:
+        raise ValueError(f"expected depth >= 2 with one hidden width, got shapes {list(shapes)}")
+    traj = np.asarray(trajectory, dtype=float)
+    lead = traj.shape[:-1]
+    flat = traj.reshape(-1, traj.shape[-1])
+    slices = layer_slices(shapes)
+    imb, gram = [], []
+    for l in range(len(shapes) - 1):
+        pair = (shapes[l], shapes[l + 1])
+        i, g = gram_pair_eigenvalues(flat, (slices[l].start, slices[l + 1].start), pair)
+        imb.append(i.reshape(*lead, -1))
+        gram.append(g.reshape(*lead, -1))
+    return np.stack(imb, axis=-2), np.stack(gram, axis=-2)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -38,10 +38,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sgdfluct import networks as nw
-from sgdfluct.analysis.alignment import Saturation, detect_saturation, hidden_gram_eigenvalues
+from sgdfluct.analysis.alignment import (
+    Saturation,
+    detect_saturation,
+    imbalance_and_gram_eigenvalues,
+)
 from sgdfluct.theory.layered import layer_slices
 from sgdfluct.theory.linearization import live_range
-from sgdfluct.theory.symmetry import imbalance_eigenvalues
 
 __all__ = ["SaturationGate", "saturation_gate", "snapshot_losses", "surplus_unit_decay"]
 
@@ -119,25 +122,19 @@ class SaturationGate:
 def snapshot_losses(trajectory: Array, shapes: Shapes, inputs: Array, targets: Array) -> Array:
     """Training loss ``(1/2P) sum ||y - M x||^2`` of every snapshot, shape ``(...)``.
 
-    Uses the product ``M`` and the data moments, so the cost does not grow with ``P``.
+    Uses the product ``M`` and the data moments, so the cost does not grow with ``P``; one fused
+    kernel per snapshot (:func:`sgdfluct._smallmat.chain_losses`), no batched temporaries.
     """
+    from sgdfluct._smallmat import chain_losses
+
     traj = np.asarray(trajectory, dtype=float)
     x, y = np.asarray(inputs, float), np.asarray(targets, float)
     p = x.shape[0]
     hx, bxy, c = x.T @ x / p, y.T @ x / p, float(np.sum(y * y)) / p
     lead = traj.shape[:-1]
     flat = traj.reshape(-1, traj.shape[-1])
-    n = flat.shape[0]
-    sl = layer_slices(shapes)
-    # contiguous layer blocks first: a reshape of a strided slice copied inside every product
-    m = np.ascontiguousarray(flat[:, sl[0]]).reshape(n, *shapes[0])
-    for s, shape in zip(sl[1:], shapes[1:], strict=True):
-        m = np.ascontiguousarray(flat[:, s]).reshape(n, *shape) @ m
-    m_flat = m.reshape(n, -1)
-    mh = (m.reshape(-1, m.shape[-1]) @ hx).reshape(n, -1)  # one GEMM over all snapshots
-    quad = np.einsum("ni,ni->n", mh, m_flat)  # tr(M H_x M^T)
-    lin = m_flat @ bxy.ravel()  # tr(M B_xy^T)
-    return np.asarray((0.5 * quad - lin + 0.5 * c).reshape(lead))
+    offsets = [s.start for s in layer_slices(shapes)]
+    return chain_losses(flat, offsets, shapes, hx, bxy, c).reshape(lead)
 
 
 def _second_half_drift(
@@ -278,9 +275,8 @@ def saturation_gate(
     )
     w0 = traj[:, -1, layer_slices(shapes)[0]].reshape(traj.shape[0], *shapes[0])
     gram_scale = float(np.mean(np.linalg.norm(w0 @ np.swapaxes(w0, 1, 2), axis=(1, 2))))
-    imb = imbalance_eigenvalues(traj, shapes)
+    imb, gram = imbalance_and_gram_eigenvalues(traj, shapes)
     sat_imb = detect_saturation(steps, imb, rtol=rtol, scale=gram_scale, n_blocks=n_blocks)
-    gram = hidden_gram_eigenvalues(traj, shapes)
     sat_gram = detect_saturation(steps, gram, rtol=rtol, scale=gram_scale, n_blocks=n_blocks)
 
     # 4. live-range dimension at the block ends of the second half
@@ -295,7 +291,8 @@ def saturation_gate(
             # would flicker with the noise (seen with power-law inputs); J^T J changes rank only
             # when a unit dies or the product loses rank, which is what this test is for
             jac = nw.per_sample_jacobians(theta, shapes, inputs)
-            gauss_newton = np.einsum("poi,poj->ij", jac, jac) / jac.shape[0]
+            flat_jac = jac.reshape(-1, jac.shape[-1])
+            gauss_newton = flat_jac.T @ flat_jac / jac.shape[0]  # one GEMM (einsum did not)
             h, _, _ = live_range(
                 theta, shapes, gauss_newton, range_rtol=range_rtol, dead_rtol=dead_rtol
             )
