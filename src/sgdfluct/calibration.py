@@ -198,7 +198,7 @@ def simulate(
 
 
 def _flatness(process: BenchProcess, directions: Array) -> Array:
-    k = np.einsum("ia,ab,ib->i", directions, process.hessian, directions)
+    k = np.sum((directions @ process.hessian) * directions, axis=1)
     return 2.0 * np.sqrt(2.0 * (math.e - 1.0) * LOSS0 / k)
 
 

@@ -421,7 +421,7 @@ def quadratic_profiles(
     return QuadraticProfiles(
         loss0=loss0,
         slopes=p @ grad,
-        curvatures=np.einsum("ia,ab,ib->i", p, hess, p),
+        curvatures=np.sum((p @ hess) * p, axis=1),
     )
 
 
@@ -873,7 +873,7 @@ def _layer_analysis(
     def profile_stats(d: FluctuationDirections) -> tuple[Array, Array, Array]:
         p = d.directions
         g = p @ grad
-        k = np.einsum("ia,ab,ib->i", p, hess, p)
+        k = np.sum((p @ hess) * p, axis=1)
         return g, k, flatness_quadratic(loss0, g, k, factor=factor)
 
     slopes, curv, flat = profile_stats(dirs)
