@@ -30,7 +30,14 @@ from sgdfluct.errors import install_hint
 if TYPE_CHECKING:
     from sgdfluct.experiments.sweep import Cell, CellFn
 
-__all__ = ["SCHEDULER_TIMEOUT_S", "Task", "check_scheduler", "run_dask", "run_local"]
+__all__ = [
+    "SCHEDULER_TIMEOUT_S",
+    "Task",
+    "check_scheduler",
+    "map_in_processes",
+    "run_dask",
+    "run_local",
+]
 
 Task: TypeAlias = tuple["Cell", Path]
 """One cell to compute and the (absolute) folder of its sweep."""
@@ -117,6 +124,38 @@ def _mp_context() -> Any:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["sgdfluct.experiments.sweep", "sgdfluct.networks"])
     return context
+
+
+def _quiet_worker() -> None:
+    """Initializer of forked pool workers: leave Ctrl-C to the parent (which stops them) and take
+    SIGTERM's default action. A fork inherits the command's SIGTERM -> KeyboardInterrupt handler
+    (``cli._terminate_as_interrupt``), and an idle worker would then print a traceback when
+    the pool shuts down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def map_in_processes(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int) -> list[Any]:
+    """``[fn(t) for t in tasks]`` on ``workers`` forked processes (in this process for one).
+
+    ``fn`` and the tasks must be picklable. Fork where available: workers start without
+    re-importing (the probe's claim runs torch only in the workers, so no thread pool is
+    inherited). The pool is closed and joined after the last result; on an error or an
+    interrupt it is terminated and the error propagates.
+    """
+    if workers <= 1 or len(tasks) <= 1:
+        return [fn(t) for t in tasks]
+    start = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = multiprocessing.get_context(start).Pool(workers, initializer=_quiet_worker)
+    try:
+        results = pool.map(fn, tasks, chunksize=1)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+    return list(results)
 
 
 def _stop_workers(executor: ProcessPoolExecutor) -> None:

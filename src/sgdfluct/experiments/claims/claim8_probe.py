@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sgdfluct.errors import ConfigError, DivergenceError, MeasurementError, install_hint
+from sgdfluct.experiments._executors import map_in_processes
 
 from ._base import StandaloneClaim
 
@@ -314,15 +315,7 @@ def measure_claim8(
         (scale, seed, kind) for kind in ("mlp", "linear") for seed in claim8_seeds(scale, seeds)
     ]
     workers = max(1, min(workers if workers is not None else 2, len(tasks)))
-    if workers == 1:
-        results = [_one_seed(t) for t in tasks]
-    else:
-        import multiprocessing as mp
-
-        # fork: the parent has run no torch kernels, so no thread pool is inherited
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(workers) as pool:
-            results = pool.map(_one_seed, tasks, chunksize=1)
+    results = map_in_processes(_one_seed, tasks, workers)
     mlp = _summarize([r for r in results if r["kind"] == "mlp"])
     lin = _summarize([r for r in results if r["kind"] == "linear"])
     layers = mlp["layers"]
