@@ -72,12 +72,18 @@ def test_probe_cli_writes_interface_outputs(tmp_path) -> None:
     assert summary["stationarity"]["plateau_step"] > 0
     assert (out / "config.toml").exists()
     assert (out / "figures" / "ivfr.png").exists()
+    # the per-layer Hessian spectra ("auto": on for this 610-parameter model), issue 19 item 5
+    assert (out / "figures" / "hessian_spectrum.png").exists()
+    assert summary["layers"]["layer_1"]["hessian_trace"] is not None
     ds = xr.open_dataset(out / "result.nc", engine="h5netcdf")
     for name in LAYER_VARIABLES:
         for layer in (1, 2):
             assert f"{name}_{layer}" in ds
     for name in ("train_loss", "test_loss", "test_accuracy", "inputs", "targets"):
         assert name in ds
+    for name in ("hessian_trace", "hessian_trace_se", "slq_nodes", "spectral_density"):
+        for layer in (1, 2):
+            assert f"{name}_{layer}" in ds
     assert ds["inputs"].shape == (200, 64)
     assert 0.0 <= float(ds["test_accuracy"]) <= 1.0
     ds.close()

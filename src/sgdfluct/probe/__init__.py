@@ -9,15 +9,18 @@ from __future__ import annotations
 from ._builtin import build_model, load_data, run_probe, run_probe_config
 from ._config import ProbeConfig, load_probe_config, probe_config_from_dict
 from ._core import FluctuationProbe, LayerResult, ProbeRun
+from ._spectrum import HessianSpectrum, SpectrumSettings
 from ._stream import NystromSketch, PlateauMonitor, plateau_test
 
 __all__ = [
     "FluctuationProbe",
+    "HessianSpectrum",
     "LayerResult",
     "NystromSketch",
     "PlateauMonitor",
     "ProbeConfig",
     "ProbeRun",
+    "SpectrumSettings",
     "build_model",
     "load_data",
     "load_probe_config",

@@ -212,6 +212,7 @@ def _run_probe(
         near_null_rtol=p.near_null_rtol,
         seed=s.seed,
         start=p.start,
+        hessian_spectrum=p.hessian_spectrum,
     )
     batches = _Batches(data.x.shape[0], s.batch_size, s.sampling, s.seed)
     bar = None

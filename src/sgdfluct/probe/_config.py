@@ -231,7 +231,8 @@ class ProbeSettings:
     ``plateau_block`` (steps; default ``window // 4``), ``sketch_size`` (columns of the
     streaming Nyström sketch; default ``max(2 top_k + 20, 256)``), ``bootstrap`` and
     ``near_null_rtol`` (the near-null cut of the drift share and the range projection,
-    ``|θ| <= near_null_rtol · λ_max``) are extensions of docs/architecture.md.
+    ``|θ| <= near_null_rtol · λ_max``) and ``hessian_spectrum`` ("auto" | true | false: the
+    per-layer Hessian trace and spectral density) are extensions of docs/architecture.md.
     """
 
     directions: str = "pca"
@@ -248,9 +249,16 @@ class ProbeSettings:
     #: when the recording window opens: "plateau" (the plateau test) or a fixed step (Feng &
     #: Tu's protocol: cross-entropy without weight decay has no plateau)
     start: str | int = "plateau"
+    #: per-layer Hessian trace (Hutch++) and spectral density (SLQ), probe._spectrum: "auto"
+    #: (models up to 10⁵ parameters), true or false
+    hessian_spectrum: bool | str = "auto"
 
     def __post_init__(self) -> None:
         _choice("probe.directions", self.directions, ("pca", "hessian"))
+        if isinstance(self.hessian_spectrum, str):
+            _choice("probe.hessian_spectrum", self.hessian_spectrum, ("auto",))
+        else:
+            _bool("probe.hessian_spectrum", self.hessian_spectrum)
         if isinstance(self.start, str):
             _choice("probe.start", self.start, ("plateau",))
         else:

@@ -49,6 +49,7 @@ from ._result import (
     ProbeRun,
 )
 from ._select import Layer, LayerSpec, discover_layers, parameters_without_gradient, select_layers
+from ._spectrum import SpectrumSettings, hessian_spectra
 from ._split import SplitRecorder
 from ._stability import check_loss_growth, check_window_stability
 from ._stream import (
@@ -148,6 +149,14 @@ class FluctuationProbe:
         An eigenvalue θ of the Hessian compressed to the probed subspace is near-null when
         ``|θ| <= near_null_rtol · λ_max(H)`` (default :data:`NEAR_NULL_RTOL`); set it inside the
         gap of ``ProbeRun.subspace_hessian_eigenvalues`` when the default cuts through a cluster.
+    hessian_spectrum : {"auto", True, False}
+        Per-layer Hessian trace (Hutch++, with its standard error) and spectral density
+        (stochastic Lanczos quadrature) at the window mean, ``LayerResult.hessian_spectrum``
+        (``probe._spectrum``): ``spectrum.matvecs`` HVPs per layer (220 by default; a layer of
+        at most that many parameters: its dense block, exact). "auto" runs it on models of up
+        to ``spectrum.max_model_params`` (10⁵) parameters and notes the skip above.
+    spectrum : SpectrumSettings, optional
+        Its budget (HVPs of the trace, SLQ starts and steps, the density's grid and width).
     """
 
     def __init__(
@@ -177,6 +186,8 @@ class FluctuationProbe:
         near_null_rtol: float = NEAR_NULL_RTOL,
         loss_samples: int | None = None,
         start: str | int = "plateau",
+        hessian_spectrum: bool | str = "auto",
+        spectrum: SpectrumSettings | None = None,
     ) -> None:
         if (learning_rate is None) == (optimizer is None):
             raise ConfigError("give exactly one of learning_rate and optimizer")
@@ -249,6 +260,15 @@ class FluctuationProbe:
                 f"(start + window <= steps = {steps})"
             )
         self.start = start
+        if not (isinstance(hessian_spectrum, bool) or hessian_spectrum == "auto"):
+            raise ConfigError(
+                f"hessian_spectrum = {hessian_spectrum!r} is not allowed: expected 'auto', True "
+                "or False"
+            )
+        if spectrum is not None and not isinstance(spectrum, SpectrumSettings):
+            raise ConfigError(f"spectrum = {spectrum!r}: expected a SpectrumSettings")
+        self.hessian_spectrum = hessian_spectrum
+        self.spectrum_settings = spectrum if spectrum is not None else SpectrumSettings()
         self.seed = int(seed)
         self._setup_model(model, optimizer, learning_rate, weight_decay, layers)
         block = plateau_block if plateau_block is not None else window // 4
@@ -770,6 +790,12 @@ class FluctuationProbe:
 
         results = [
             replace(r, ivfr_calibrated=calibrated(self, lay, params, loss0))
+            for r, lay in zip(results, self.layers, strict=True)
+        ]
+        # per-layer trace (Hutch++) and spectral density (SLQ) of H_ll: probe._spectrum
+        spectra = hessian_spectra(self, params, notes)
+        results = [
+            replace(r, hessian_spectrum=spectra[lay.index])
             for r, lay in zip(results, self.layers, strict=True)
         ]
         test_loss, test_acc = self._test_metrics(params)

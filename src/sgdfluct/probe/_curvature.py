@@ -1,14 +1,16 @@
 """Curvature of the probed loss by Hessian-vector products (``torch.func.jvp`` of ``grad``).
 
 H is the Hessian of the full training loss with its weight-decay term (docs/theory.md §11):
-batched HVPs, the top eigenvectors of a layer's block (block Krylov), λ_max of the whole model
-(Lanczos), and the Hessian projected on the probed directions of all layers.
+batched HVPs, a layer's block as a matrix-free operator (:func:`layer_matmat`, also behind the
+trace and spectral density of ``probe._spectrum``), the top eigenvectors of a layer's block (block
+Krylov), λ_max of the whole model (Lanczos), and the Hessian projected on the probed directions of
+all layers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +24,14 @@ if TYPE_CHECKING:
     from ._core import FluctuationProbe
 
 
-__all__ = ["hvp_batch", "joint_projected_hessian", "lambda_max", "lanczos_layer", "layer_tangents"]
+__all__ = [
+    "hvp_batch",
+    "joint_projected_hessian",
+    "lambda_max",
+    "lanczos_layer",
+    "layer_matmat",
+    "layer_tangents",
+]
 
 
 Array = NDArray[np.float64]
@@ -65,6 +74,26 @@ def layer_tangents(
     return tangents
 
 
+def layer_matmat(
+    probe: FluctuationProbe, params: Mapping[str, torch.Tensor], lay: Layer
+) -> Callable[[Array], Array]:
+    """``V (d_l, b) -> H_ll V (d_l, b)``: the layer's Hessian block on columns (float64 numpy).
+
+    ``b`` HVPs in chunks of :data:`HVP_CHUNK` (one vectorized call each); the matrix-free
+    operator of the layer Lanczos and of the trace and spectral density (``probe._spectrum``).
+    """
+
+    def matmat(v: Array) -> Array:
+        vt = torch.as_tensor(np.asarray(v).T, dtype=probe.x.dtype, device=probe.x.device)
+        out = []
+        for c in range(0, vt.shape[0], HVP_CHUNK):
+            hv = hvp_batch(probe, params, layer_tangents(probe, params, lay, vt[c : c + HVP_CHUNK]))
+            out.append(torch.cat([hv[n].reshape(hv[n].shape[0], -1) for n in lay.param_names], 1))
+        return torch.cat(out).T.to(torch.float64).cpu().numpy()
+
+    return matmat
+
+
 def lanczos_layer(
     probe: FluctuationProbe, params: Mapping[str, torch.Tensor], lay: Layer, k: int
 ) -> Array:
@@ -77,15 +106,7 @@ def lanczos_layer(
     from sgdfluct._eigs import top_eigenpairs
 
     d = lay.dim
-
-    def matmat(v: Array) -> Array:
-        vt = torch.as_tensor(np.asarray(v).T, dtype=probe.x.dtype, device=probe.x.device)
-        out = []
-        for c in range(0, vt.shape[0], HVP_CHUNK):
-            hv = hvp_batch(probe, params, layer_tangents(probe, params, lay, vt[c : c + HVP_CHUNK]))
-            out.append(torch.cat([hv[n].reshape(hv[n].shape[0], -1) for n in lay.param_names], 1))
-        return torch.cat(out).T.to(torch.float64).cpu().numpy()
-
+    matmat = layer_matmat(probe, params, lay)
     n_out = 1
     if lay.param_names:
         first = probe._params()[lay.param_names[0]]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ._spectrum import HessianSpectrum
 from ._stream import PLATEAU_Z
 
 __all__ = [
@@ -104,6 +105,11 @@ class LayerResult:
     window_relaxations : float
         ``window · η k_min`` over the sharp directions (should be >= 100).
     notes : tuple of str
+    hessian_spectrum : HessianSpectrum or None
+        Trace (Hutch++, with standard error) and spectral density (stochastic Lanczos
+        quadrature: Ritz nodes, weights, broadened density) of the layer's Hessian block at the
+        window mean (``probe._spectrum``); None when not computed (``hessian_spectrum``).
+        ``hessian_trace``, ``hessian_trace_se`` (NaN when None) are its trace and error.
     """
 
     layer: int
@@ -140,10 +146,21 @@ class LayerResult:
     #: :class:`sgdfluct.ivfr_estimator.CalibratedFit` plus per-direction ``variances``,
     #: ``stderr``, ``curvature``, ``flatness``, ``n_eff``, ``drift_z``, ``used``
     ivfr_calibrated: dict[str, Any] = field(default_factory=dict)
+    hessian_spectrum: HessianSpectrum | None = None
 
     @property
     def k(self) -> int:
         return int(self.variances.size)
+
+    @property
+    def hessian_trace(self) -> float:
+        """``tr(H_ll)`` (Hutch++ or dense; NaN when the spectrum was not computed)."""
+        return math.nan if self.hessian_spectrum is None else self.hessian_spectrum.trace
+
+    @property
+    def hessian_trace_se(self) -> float:
+        """Standard error of :attr:`hessian_trace` (0 when dense, NaN when not computed)."""
+        return math.nan if self.hessian_spectrum is None else self.hessian_spectrum.trace_se
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,6 +300,11 @@ class ProbeRun:
                 ),
                 "window_relaxations": none_if_undefined(lr.window_relaxations),
                 "notes": list(lr.notes),
+                "hessian_trace": none_if_undefined(lr.hessian_trace),
+                "hessian_trace_se": none_if_undefined(lr.hessian_trace_se),
+                "hessian_spectrum": (
+                    None if lr.hessian_spectrum is None else lr.hessian_spectrum.to_summary()
+                ),
             }
         psis = [
             f"L{lr.layer} psi={ivfr[f'layer_{lr.layer}']['psi']:.2f}"
@@ -402,6 +424,17 @@ class ProbeRun:
                 ("direction", "direction_b"),
                 pad(lr.weight_cov_measured, 2),
             )
+            spec = lr.hessian_spectrum
+            if spec is not None:  # trace and SLQ density of H_ll (probe._spectrum)
+                data[f"hessian_trace_{v}"] = ((), spec.trace)
+                data[f"hessian_trace_se_{v}"] = ((), spec.trace_se)
+                data[f"slq_nodes_{v}"] = (f"slq_node_{v}", spec.nodes)
+                data[f"slq_weights_{v}"] = (f"slq_node_{v}", spec.weights)
+                data[f"spectral_grid_{v}"] = (f"spectral_point_{v}", spec.grid)
+                data[f"spectral_density_{v}"] = (f"spectral_point_{v}", spec.density)
+                attrs[f"hessian_spectrum_method_{v}"] = spec.method
+                attrs[f"hessian_spectrum_matvecs_{v}"] = spec.matvecs
+                attrs[f"spectral_broadening_{v}"] = spec.broadening
             cal = lr.ivfr_calibrated
             for key in ("variances", "stderr", "n_eff", "drift_z", "curvature", "flatness", "used"):
                 if key in cal:  # the calibrated estimate's per-direction values (docs §9)
@@ -425,7 +458,8 @@ class ProbeRun:
         )
 
     def figures(self) -> dict[str, Any]:
-        """Matplotlib figures: ``ivfr``, ``temperature``, ``theory``, ``train_loss``."""
+        """Matplotlib figures: ``ivfr``, ``temperature``, ``theory``, ``train_loss``, and
+        ``hessian_spectrum`` when the layers' spectra were computed."""
         from ._figures import probe_figures
 
         return probe_figures(self)
