@@ -132,7 +132,9 @@ class FluctuationProbe:
         Columns ``ℓ`` of the streaming sketch. Default ``k + p`` with the oversampling
         ``p = top_k + 20`` (:data:`SKETCH_OVERSAMPLING_MIN`), raised to :data:`MIN_SKETCH_SIZE`
         while the largest probed layer's sketch fits :data:`SKETCH_FLOOR_BYTES` (64 MiB: layers
-        up to ~16 000 parameters); memory ``16 ℓ + 24`` bytes per probed parameter.
+        up to ~16 000 parameters); memory ``16 ℓ + 24`` bytes per probed parameter, ``8 ℓ + 20``
+        (float32 sketch) plus the snapshot batch for a large layer (``d ℓ² > 2·10⁸``,
+        ``probe._stream.NystromSketch.compact``; ``probe._recording.SKETCH_FLOOR_BYTES``).
     loss_samples : int, optional
         Samples of the recorded training loss (plateau test, ``train_loss``): all of them up to
         :data:`TRAIN_LOSS_SAMPLES`, else a fixed random subset of that many (``seed``).
@@ -309,6 +311,8 @@ class FluctuationProbe:
         #: second-half recorders, for the direction-noise correction (ivfr_estimator.richardson_fit)
         self._quarter: dict[int, tuple[Array, Array]] = {}
         self._split_quarter: dict[int, SplitRecorder] = {}
+        #: layers with a compact sketch: their snapshots not yet given to the recorders
+        self._pending: dict[int, _recording.SnapshotBatch] = {}
         self._gen = torch.Generator(device="cpu").manual_seed(self.seed)
 
     def _default_sketch_size(self, top_k: int) -> int:

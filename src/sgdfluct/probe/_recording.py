@@ -5,6 +5,13 @@ of its covariance (``directions = "pca"``) or the moments along its Hessian dire
 there (``"hessian"``); a joint recorder of all layers (cross-layer blocks, when it fits); the
 running sum of the weights (the window mean); and, from mid-window on, the calibrated estimate's
 projections on frozen directions (:class:`sgdfluct.probe._split.SplitRecorder`).
+
+A layer with a compact (large) sketch (``NystromSketch.compact``) collects its snapshots in a
+:class:`SnapshotBatch` of :data:`SNAPSHOT_BATCH` rows and feeds them to its recorders at once
+(two GEMMs instead of ``b`` rank-1 updates: the d×ℓ arrays pass through memory once a batch);
+the batch is also flushed before the quarter- and half-window PCA and at the window's end, so
+every recorder sees the same snapshots as unbatched. Small layers record each snapshot at once,
+bitwise as before.
 """
 
 from __future__ import annotations
@@ -29,7 +36,10 @@ __all__ = [
     "SKETCH_FLOOR_BYTES",
     "SKETCH_OVERSAMPLING_FACTOR",
     "SKETCH_OVERSAMPLING_MIN",
+    "SNAPSHOT_BATCH",
+    "SnapshotBatch",
     "default_sketch_size",
+    "flush",
     "record",
     "recorder_bytes",
     "start_split",
@@ -43,11 +53,42 @@ __all__ = [
 MIN_SKETCH_SIZE = 256
 #: the MIN_SKETCH_SIZE floor applies while the largest probed layer's sketch (Y and Ω, float64:
 #: 16 ℓ bytes a parameter) fits in this many bytes; above, the default is ℓ = k + p with the
-#: oversampling p = SKETCH_OVERSAMPLING_FACTOR·k + SKETCH_OVERSAMPLING_MIN (memory 16 (k + p) + 24
-#: bytes a parameter: Y, Ω, the reference, the running sum and the window mean)
+#: oversampling p = SKETCH_OVERSAMPLING_FACTOR·k + SKETCH_OVERSAMPLING_MIN. Memory a parameter
+#: of a probed layer: 16 ℓ + 24 bytes for a float64 sketch (Y, Ω, the reference, the running sum
+#: and the window mean); for a compact one of float32 weights (float32 Y, Ω and reference)
+#: 8 ℓ + 20 + 4·SNAPSHOT_BATCH (its snapshot batch); from mid-window on + 16 k (the frozen
+#: float64 directions of the calibrated estimate, two sets in PCA mode). At k = 20, p = 40
+#: (ℓ = 60) and 10⁶ parameters: 480 + 20 + 64 + 320 = 884 <= 16 (k + p) = 960 bytes a parameter
 SKETCH_FLOOR_BYTES = 64 * 2**20
 SKETCH_OVERSAMPLING_FACTOR = 1
 SKETCH_OVERSAMPLING_MIN = 20
+#: snapshots a compact sketch's layer collects before it updates its recorders (4 bytes a
+#: parameter each for float32 weights)
+SNAPSHOT_BATCH = 16
+
+
+class SnapshotBatch:
+    """Up to ``size`` snapshots (rows) of one layer's flat weights, in their dtype."""
+
+    def __init__(self, size: int, like: torch.Tensor) -> None:
+        self.rows = torch.empty(size, like.numel(), dtype=like.dtype, device=like.device)
+        self.n = 0
+
+    @property
+    def full(self) -> bool:
+        return self.n == self.rows.shape[0]
+
+    def add(self, w: torch.Tensor) -> None:
+        self.rows[self.n].copy_(w.reshape(-1))
+        self.n += 1
+
+    def take(self) -> torch.Tensor:
+        """The rows held (a view, valid until the next :meth:`add`); empties the batch."""
+        rows, self.n = self.rows[: self.n], 0
+        return rows
+
+    def nbytes(self) -> int:
+        return self.rows.numel() * self.rows.element_size()
 
 
 def default_sketch_size(layers: Sequence[Layer], top_k: int) -> int:
@@ -67,7 +108,10 @@ def start_window(probe: FluctuationProbe) -> None:
     for lay in probe.layers:
         w = flatten_layer(params, lay)
         if probe.directions == "pca":
-            probe._recorders[lay.index] = NystromSketch(w, probe.sketch_size, probe._gen)
+            sketch = NystromSketch(w, probe.sketch_size, probe._gen)
+            probe._recorders[lay.index] = sketch
+            if sketch.compact:
+                probe._pending[lay.index] = SnapshotBatch(SNAPSHOT_BATCH, w)
         else:
             dirs = lanczos_layer(probe, params, lay, min(probe.top_k, lay.dim))
             probe._recorders[lay.index] = SubspaceMoments(
@@ -88,31 +132,56 @@ def start_window(probe: FluctuationProbe) -> None:
 
 def record(probe: FluctuationProbe) -> None:
     params = probe._params()
-    coords = [
-        probe._recorders[lay.index].update(flatten_layer(params, lay)) for lay in probe.layers
-    ]
+    flat = {lay.index: flatten_layer(params, lay) for lay in probe.layers}
+    coords = []
+    for lay in probe.layers:
+        if lay.index in probe._pending:
+            probe._pending[lay.index].add(flat[lay.index])
+        else:
+            coords.append(probe._recorders[lay.index].update(flat[lay.index]))
     if isinstance(probe._joint, CoordinateMoments):
         probe._joint.update(torch.cat(coords))  # type: ignore[arg-type]
     elif probe._joint is not None:
-        probe._joint.update(torch.cat([flatten_layer(params, lay) for lay in probe.layers]))
+        probe._joint.update(torch.cat([flat[lay.index] for lay in probe.layers]))
     for n, p in params.items():
         probe._mean_sum[n].add_(p.to(torch.float64))
     probe._mean_count += 1
-    if not probe._quarter and probe.step - probe._window_start >= probe.window // 4:
+    elapsed = probe.step - probe._window_start
+    quarter = not probe._quarter and elapsed >= probe.window // 4
+    half = not probe._split and elapsed >= probe.window // 2
+    done = elapsed >= probe.window - probe.every
+    for index, batch in probe._pending.items():
+        if batch.full or quarter or half or done:
+            flush(probe, index)
+    if quarter:
         for lay in probe.layers:
             rec = probe._recorders[lay.index]
             if isinstance(rec, NystromSketch):
                 probe._quarter[lay.index] = rec.top(min(probe.top_k, lay.dim))
-    if not probe._split and probe.step - probe._window_start >= probe.window // 2:
+    if half:
         start_split(probe, params)
     for lay in probe.layers:
-        if lay.index in probe._split:
-            w = flatten_layer(params, lay)
+        # batched layers: their recorders had this snapshot from flush(), the new split ones not
+        if lay.index in probe._split and (half or lay.index not in probe._pending):
+            w = flat[lay.index]
             probe._split[lay.index].update(w)
             if lay.index in probe._split_quarter:
                 probe._split_quarter[lay.index].update(w)
-    if probe.step - probe._window_start >= probe.window - probe.every:
+    if done:
         probe.phase = "done"
+
+
+def flush(probe: FluctuationProbe, index: int) -> None:
+    """Feed a batched layer's pending snapshots to its sketch and its split recorders."""
+    batch = probe._pending[index]
+    if not batch.n:
+        return
+    rows = batch.take()
+    probe._recorders[index].extend(rows)  # type: ignore[union-attr]  # compact: a NystromSketch
+    if index in probe._split:
+        probe._split[index].extend(rows)
+        if index in probe._split_quarter:
+            probe._split_quarter[index].extend(rows)
 
 
 def start_split(probe: FluctuationProbe, params: Mapping[str, torch.Tensor]) -> None:
@@ -136,6 +205,7 @@ def recorder_bytes(probe: FluctuationProbe) -> int:
     joint = 0 if probe._joint is None else probe._joint.nbytes()
     return (
         sum(r.nbytes() for r in probe._recorders.values())
+        + sum(b.nbytes() for b in probe._pending.values())
         + joint
         + sum(r.nbytes() for r in probe._split.values())
         + sum(r.nbytes() for r in probe._split_quarter.values())

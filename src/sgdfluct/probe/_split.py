@@ -21,6 +21,9 @@ __all__ = ["SplitRecorder"]
 
 Array = NDArray[np.float64]
 
+#: float64 snapshot rows converted at once by :meth:`SplitRecorder.extend`
+EXTEND_CHUNK_BYTES = 32 * 2**20
+
 
 class SplitRecorder:
     """Projections of one layer's snapshots on directions frozen at mid-window.
@@ -53,6 +56,14 @@ class SplitRecorder:
         """Add one snapshot (d,)."""
         u = weights.detach().to(torch.float64).reshape(-1) - self._ref
         self.moments.update((self._p @ u).cpu().numpy())
+
+    def extend(self, rows: torch.Tensor) -> None:
+        """Add snapshots (b, d) in order: one GEMM per :data:`EXTEND_CHUNK_BYTES` of rows."""
+        rows = rows.detach().reshape(-1, self._ref.numel())
+        step = max(1, EXTEND_CHUNK_BYTES // (8 * self._ref.numel()))
+        for i in range(0, rows.shape[0], step):
+            u = rows[i : i + step].to(torch.float64) - self._ref
+            self.moments.extend((u @ self._p.T).cpu().numpy())
 
     @property
     def count(self) -> int:

@@ -44,10 +44,21 @@ PLATEAU_SUB_BLOCKS = 10
 PLATEAU_Z = 2.0
 
 
-#: a sketch whose QR costs more than this (d ℓ² flops; 2e8 is ~0.3 s on one core) is
-#: orthonormalized at :meth:`NystromSketch.top`, not when the window opens (the digits MLP's
-#: 2080 x 256 sketch, 1.4e8, is orthonormalized at once, as before)
+#: a sketch of more than this many flops per orthonormalization (d ℓ²; 2e8 is ~0.3 s on one
+#: core) is *compact*: float32 test matrix and accumulator, never orthonormalized, snapshots
+#: taken in batches (:meth:`NystromSketch.extend`) and its top eigenpairs from ℓ×ℓ Gram
+#: matrices (:meth:`NystromSketch.top`). Smaller sketches (the digits MLP's 2080 x 256, 1.4e8)
+#: keep the float64 orthonormal test matrix, bitwise as before
 DEFER_QR_FLOPS = 2e8
+#: rows of a compact sketch's float32 arrays converted to float64 at once in :meth:`top`
+TOP_CHUNK_ROWS = 2**15
+#: a compact sketch's core eigen-directions below this fraction of the largest are left out of
+#: its Nyström approximation instead of Tropp et al.'s shift ν (whose bias, ~ν d/ℓ, a float32 ν
+#: would make ~1e-3 at d = 2·10⁴): the float32 round-off of Y, amplified along a near-null core
+#: direction, would otherwise pass for variance. With 1e-9 the top-20 variances of steep and
+#: rank-deficient spectra match the float64 sketch to <= 3e-5 (relative) in the tests of
+#: tests/probe/test_sketch_precision.py; variances below ~1e-6 of the largest lose digits
+CORE_RTOL = 1e-9
 
 
 class NystromSketch:
@@ -58,30 +69,45 @@ class NystromSketch:
     reference : (d,) tensor
         The first snapshot ``w_0``; deviations ``u_t = w_t - w_0`` are accumulated.
     sketch_size : int
-        ``ℓ``, the number of random test vectors (``ℓ >= k``; ``max(2k + 20, 256)`` by default
-        in the probe).
+        ``ℓ``, the number of random test vectors (``ℓ >= k``; ``k + p`` with the oversampling
+        ``p = k + 20`` by default in the probe, ``probe._recording.default_sketch_size``).
     generator : torch.Generator
         Draws the Gaussian test matrix.
 
     Notes
     -----
     Tropp, Yurtsever, Udell & Cevher, "Fixed-rank approximation of a positive-semidefinite matrix
-    from streaming data" (NeurIPS 2017), Algorithm 3. With an orthonormal test matrix ``Ω`` (d×ℓ)
-    the stream updates ``Y += u_t (u_tᵀ Ω)`` and ``s += u_t`` (O(ℓ d) memory and work per
-    snapshot). The centered sample covariance ``Σ = (Σ_t u_t u_tᵀ − n m mᵀ)/(n − 1)`` with
-    ``m = s/n`` is linear in the accumulators, so its sketch ``ΣΩ = (Y − n m (mᵀΩ))/(n − 1)`` is
-    exact whatever the mean (centering at the window mean, no second pass). The Nyström
-    approximation ``Σ̂ = (ΣΩ)(ΩᵀΣΩ)⁺(ΣΩ)ᵀ`` satisfies ``0 ⪯ Σ̂ ⪯ Σ``; its top eigenpairs are the
-    PCA. When ``d <= ℓ`` the test matrix is the identity and ``ΣΩ = Σ``: the PCA is exact.
-    Otherwise the top variances are underestimated by at most the spectral tail beyond rank ℓ
-    (Tropp et al., Theorem 4.1); reported as ``exact = False``.
+    from streaming data" (NeurIPS 2017), Algorithm 3. With a test matrix ``Ω`` (d×ℓ) the stream
+    updates ``Y += u_t (u_tᵀ Ω)`` and ``s += u_t`` (O(ℓ d) memory and work per snapshot). The
+    centered sample covariance ``Σ = (Σ_t u_t u_tᵀ − n m mᵀ)/(n − 1)`` with ``m = s/n`` is linear
+    in the accumulators, so its sketch ``ΣΩ = (Y − n m (mᵀΩ))/(n − 1)`` is exact whatever the
+    mean (centering at the window mean, no second pass). The Nyström approximation
+    ``Σ̂ = (ΣΩ)(ΩᵀΣΩ)⁺(ΣΩ)ᵀ`` satisfies ``0 ⪯ Σ̂ ⪯ Σ``; its top eigenpairs are the PCA. When
+    ``d <= ℓ`` the test matrix is the identity and ``ΣΩ = Σ``: the PCA is exact. Otherwise the
+    top variances are underestimated by at most the spectral tail beyond rank ℓ (Tropp et al.,
+    Theorem 4.1); reported as ``exact = False``.
 
-    Cost. Each snapshot is one ``d × ℓ`` product and one in-place rank-1 update
-    (``Y.addr_(u, uᵀΩ)``, no ``d × ℓ`` temporary). The Nyström approximation depends on ``Ω``
-    only through its range, so a large sketch (``d ℓ² >`` :data:`DEFER_QR_FLOPS`) keeps the
-    Gaussian ``G`` unorthonormalized while streaming and converts at the first :meth:`top`:
-    with ``G = QR`` the accumulator becomes ``Y R⁻¹ = Σ_t u_t u_tᵀ Q`` and later snapshots stream
-    on ``Q`` (no QR stall when the window opens, one QR in all).
+    Two storages. A small sketch (``d ℓ² <=`` :data:`DEFER_QR_FLOPS`) streams in float64 on an
+    orthonormal ``Ω = qr(G)`` and takes the SVD of the d×ℓ Nyström factor in :meth:`top`. A
+    large one is *compact* (``self.compact``): the Nyström approximation depends on ``Ω`` only
+    through its range, so ``Ω = G/√d`` stays Gaussian (no QR, neither at the window start nor
+    later), ``Ω`` and ``Y`` are float32 (8 ℓ + 12 bytes a parameter instead of 16 ℓ + 16,
+    with the reference ``w_0`` in float32 for float32 weights), a
+    batch of ``b`` snapshots is one pair of GEMMs (:meth:`extend`: ``P = UΩ`` (b×ℓ),
+    ``Y += UᵀP``; ``Ω`` and ``Y`` pass through memory once a batch, not once a snapshot), and
+    the ℓ×ℓ core ``ΩᵀΣΩ`` is streamed in float64 from the projections (``Z = Σ_t p_t p_tᵀ``,
+    ``p_t = Ωᵀu_t``): with ``P`` the n×ℓ projections, ``J`` the centering and ``U`` the
+    snapshots, ``ΣΩ = UᵀJP/(n−1)`` and ``ΩᵀΣΩ = PᵀJP/(n−1)`` hold for the computed ``P``
+    whatever its round-off, so the approximation ``UᵀJP(PᵀJP)⁺PᵀJU/(n−1)`` is still a
+    projection of the sample covariance (exact when ``n − 1 <= ℓ``). :meth:`top` needs one pass
+    over ``Y`` (its ℓ×ℓ Gram matrix, by chunks in float64) and one for the k directions, instead
+    of the d×ℓ SVD: with ``R = V_+ M_+^(-1/2)`` from the core's eigenpairs above
+    :data:`CORE_RTOL` of the largest, ``F = ΣΩ R``, ``FᵀF = Rᵀ (ΣΩ)ᵀ(ΣΩ) R = V S² Vᵀ`` gives the
+    variances ``S²`` and the directions ``F V S⁻¹`` (Tropp et al.'s shift ν is not used: see
+    :data:`CORE_RTOL`). The float32 round-off of ``Y`` (~1e-7 of its entries, a random walk over
+    the batches) moves the top variances by ~1e-7 of the largest, far below a window's
+    statistical error (``tests/probe/test_sketch_precision.py``: a prescribed covariance against
+    the float64 path).
     """
 
     def __init__(
@@ -90,30 +116,59 @@ class NystromSketch:
         ref = reference.detach().to(torch.float64).reshape(-1).clone()
         self.dim = int(ref.numel())
         self.exact = self.dim <= sketch_size
+        self.compact = not self.exact and self.dim * sketch_size**2 > DEFER_QR_FLOPS
+        if self.compact and reference.dtype == torch.float32:  # w - w_0 rounds alike in float32
+            ref = reference.detach().reshape(-1).clone()
         self.reference = ref
+        dev = ref.device
         if self.exact:
             self.omega = None
-            self.y = torch.zeros(self.dim, self.dim, dtype=torch.float64, device=ref.device)
-        else:
-            self._orthonormal = self.dim * sketch_size**2 <= DEFER_QR_FLOPS
-            # a deferred (large) sketch draws its Gaussian in float32, twice as fast: the
-            # approximation is exact for any full-rank test matrix, so only its range matters
-            draw = torch.float64 if self._orthonormal else torch.float32
+            self.y = torch.zeros(self.dim, self.dim, dtype=torch.float64, device=dev)
+        elif self.compact:
             gauss = torch.randn(
-                self.dim, sketch_size, generator=generator, dtype=draw, device="cpu"
-            ).to(device=ref.device, dtype=torch.float64)
-            self.omega = torch.linalg.qr(gauss)[0] if self._orthonormal else gauss
-            self.y = torch.zeros(self.dim, sketch_size, dtype=torch.float64, device=ref.device)
-        self.total = torch.zeros(self.dim, dtype=torch.float64, device=ref.device)
+                self.dim, sketch_size, generator=generator, dtype=torch.float32, device="cpu"
+            ).to(device=dev)
+            self.omega = gauss.mul_(1.0 / math.sqrt(self.dim))  # unit columns on average
+            self.y = torch.zeros(self.dim, sketch_size, dtype=torch.float32, device=dev)
+            self.core = torch.zeros(sketch_size, sketch_size, dtype=torch.float64, device=dev)
+            self.proj_total = torch.zeros(sketch_size, dtype=torch.float64, device=dev)
+        else:
+            gauss = torch.randn(
+                self.dim, sketch_size, generator=generator, dtype=torch.float64, device="cpu"
+            ).to(device=dev)
+            self.omega = torch.linalg.qr(gauss)[0]
+            self.y = torch.zeros(self.dim, sketch_size, dtype=torch.float64, device=dev)
+        self.total = torch.zeros(self.dim, dtype=torch.float64, device=dev)
         self.count = 0
 
     def update(self, weights: torch.Tensor) -> None:
         """Add one snapshot (d,)."""
+        if self.compact:
+            self.extend(weights.reshape(1, -1))
+            return
         u = weights.detach().to(torch.float64).reshape(-1) - self.reference
         proj = u if self.omega is None else u @ self.omega
         self.y.addr_(u, proj)
         self.total.add_(u)
         self.count += 1
+
+    def extend(self, rows: torch.Tensor) -> None:
+        """Add snapshots (b, d) in order; a compact sketch takes them in one pair of GEMMs."""
+        rows = rows.detach().reshape(-1, self.dim)
+        if not self.compact:
+            for w in rows:
+                self.update(w)
+            return
+        assert self.omega is not None  # a compact sketch is never exact
+        u = torch.empty(rows.shape, dtype=torch.float32, device=self.y.device)
+        torch.sub(rows, self.reference, out=u)  # w - w_0 rounded once to float32
+        p = u @ self.omega
+        self.y.addmm_(u.T, p)
+        p64 = p.to(torch.float64)
+        self.core.addmm_(p64.T, p64)
+        self.proj_total.add_(p64.sum(0))
+        self.total.add_(u.sum(0, dtype=torch.float64))
+        self.count += int(rows.shape[0])
 
     @property
     def mean(self) -> torch.Tensor:
@@ -121,16 +176,19 @@ class NystromSketch:
         return self.reference + self.total / max(self.count, 1)
 
     def nbytes(self) -> int:
-        n = self.y.numel() + self.total.numel() + self.reference.numel()
-        if self.omega is not None:
-            n += self.omega.numel()
-        return 8 * n
+        item = self.y.element_size()
+        n = self.y.numel() + (0 if self.omega is None else self.omega.numel())
+        small = 8 * (self.core.numel() + self.proj_total.numel()) if self.compact else 0
+        ref = self.reference.numel() * self.reference.element_size()
+        return item * n + 8 * self.total.numel() + ref + small
 
     def top(self, k: int) -> tuple[Array, Array]:
         """Top-``k`` PCA: ``(variances (k,), directions (k, d))``, decreasing variance."""
         n = self.count
         if n < 2:
             raise ValueError(f"the sketch holds {n} snapshot(s): expected >= 2")
+        if self.compact:
+            return self._top_compact(k)
         m = self.total / n
         if self.omega is None:
             cov = (self.y - n * torch.outer(m, m)) / (n - 1)
@@ -139,10 +197,6 @@ class NystromSketch:
             evals = evals.flip(0)[:k].clamp_min(0.0)
             evecs = evecs.flip(1)[:, :k]
             return evals.cpu().numpy(), evecs.T.cpu().numpy()
-        if not self._orthonormal:  # Y = Σ_t u_t u_tᵀ G with G = QR: the same sums on Q = Y R⁻¹
-            q, r = torch.linalg.qr(self.omega)
-            self.y = torch.linalg.solve_triangular(r, self.y, upper=True, left=False)
-            self.omega, self._orthonormal = q, True  # once: later snapshots stream on Q
         om = self.omega
         y = (self.y - n * torch.outer(m, m @ om)) / (n - 1)
         nu = math.sqrt(self.dim) * torch.finfo(torch.float64).eps * float(torch.linalg.norm(y))
@@ -159,6 +213,79 @@ class NystromSketch:
         u, s, _ = torch.linalg.svd(f, full_matrices=False)
         lam = (s**2 - nu).clamp_min(0.0)
         return lam[:k].cpu().numpy(), u[:, :k].T.cpu().numpy()
+
+    def _top_compact(self, k: int) -> tuple[Array, Array]:
+        """:meth:`top` of a compact sketch from ℓ×ℓ Gram matrices (float64, by row chunks)."""
+        assert self.omega is not None
+        n, f64 = self.count, torch.float64
+        m = self.total / n
+        c = self.proj_total / n  # Ωᵀm
+        chunks = [
+            slice(i, min(i + TOP_CHUNK_ROWS, self.dim)) for i in range(0, self.dim, TOP_CHUNK_ROWS)
+        ]
+        core = (self.core - n * torch.outer(c, c)) / (n - 1)  # ΩᵀΣΩ, streamed exactly
+        mu, vec = torch.linalg.eigh(0.5 * (core + core.T))
+        keep = mu > CORE_RTOL * mu.max().clamp_min(torch.finfo(f64).tiny)
+        root = vec[:, keep] / torch.sqrt(mu[keep])  # (ΩᵀΣΩ)^(-1/2) on the kept core, ℓ×r
+        r_kept = root.shape[1]
+
+        def times(a: torch.Tensor) -> torch.Tensor:  # (ΣΩ a)ᵀ by chunks, (a.shape[1], d)
+            ca = n * (c @ a)
+            out = torch.empty(a.shape[1], self.dim, dtype=f64, device=a.device)
+            for sl in chunks:
+                part = a.T @ self.y[sl].to(f64).T
+                part.addr_(ca, m[sl], alpha=-1.0)
+                out[:, sl] = part
+            return out.div_(n - 1)
+
+        if 2 * r_kept <= self.omega.shape[1]:  # low rank (n - 1 < ℓ/2): F = ΣΩ·root itself
+            ft = times(root)  # Fᵀ
+            gram = ft @ ft.T
+        else:  # FᵀF = rootᵀ (ΣΩ)ᵀ(ΣΩ) root, without the d×ℓ float64 F
+            ft = None
+            sq = torch.zeros_like(core)
+            cy = torch.zeros_like(c)  # (Yᵀm)
+            for sl in chunks:
+                yc = self.y[sl].to(f64)
+                sq.addmm_(yc.T, yc)
+                cy.add_(m[sl] @ yc)
+            # (Y − n m cᵀ)ᵀ(Y − n m cᵀ) = YᵀY − n (Yᵀm)cᵀ − n c(Yᵀm)ᵀ + n² |m|² ccᵀ
+            sq -= n * (torch.outer(cy, c) + torch.outer(c, cy))
+            sq += n**2 * float(m @ m) * torch.outer(c, c)
+            gram = root.T @ (sq / (n - 1) ** 2) @ root
+        s2, v2 = torch.linalg.eigh(0.5 * (gram + gram.T))
+        r = min(k, int(s2.numel()))
+        s2, v2 = s2.flip(0)[:r].clamp_min(0.0), v2.flip(1)[:, :r]
+        scaled = v2 / torch.sqrt(s2.clamp_min(torch.finfo(f64).tiny))  # F V S⁻¹
+        dirs = torch.empty(k, self.dim, dtype=f64, device=root.device)
+        dirs[:r] = scaled.T @ ft if ft is not None else times(root @ scaled)
+        if r < k:  # fewer than k directions carry variance (n - 1 < k): variance 0 for the rest
+            dirs[r:] = self.omega[:, : k - r].T
+        lam = torch.zeros(k, dtype=f64)
+        lam[:r] = s2.cpu()
+        return lam.numpy(), _orthonormal_rows(dirs).cpu().numpy()
+
+
+def _orthonormal_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (k×d) with orthonormal rows, Gram–Schmidt in row order (CholeskyQR2).
+
+    The top directions keep their span; those of tiny variance (whose round-off ``S⁻¹``
+    amplifies) and the completion are made orthonormal to them. Rows already orthonormal to
+    1e-12 are returned as they are; Householder QR if the Gram matrix is numerically singular.
+    """
+    eye = torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
+    for _ in range(3):
+        gram = x @ x.T
+        if float((gram - eye).abs().max()) <= 1e-12:
+            return x
+        try:
+            chol = torch.linalg.cholesky(gram, upper=True)  # x xᵀ = RᵀR
+        except RuntimeError:
+            q, tri = torch.linalg.qr(x.T)
+            return (q * torch.where(torch.diagonal(tri) < 0, -1.0, 1.0)).T.contiguous()
+        # R⁻ᵀ x as one GEMM with the k×k inverse (a k×d triangular solve is ~20x slower)
+        x = torch.linalg.solve_triangular(chol, eye, upper=True).T @ x
+    return x
 
 
 class CoordinateMoments:
