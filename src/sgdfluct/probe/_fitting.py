@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from sgdfluct.landscape import fit_ivfr, spearman
 
 from ._curvature import hvp_batch, layer_tangents
-from ._flatness import CALIBRATED_BISECTIONS, flatness
+from ._flatness import CALIBRATED_BISECTIONS, LossAlong, flatness
 from ._params import HVP_CHUNK
 from ._result import none_if_undefined
 from ._select import Layer
@@ -26,10 +26,15 @@ if TYPE_CHECKING:
     from ._core import FluctuationProbe
 
 
-__all__ = ["calibrated", "calibrated_one", "fit_pca"]
+__all__ = ["CURVATURE_PATH", "calibrated", "calibrated_one", "fit_pca"]
 
 
 Array = NDArray[np.float64]
+
+#: the calibrated sets' curvature ``p_iᵀ H p_i``: "directional" (the second derivative of the loss
+#: along p_i on the affine path of ``probe._flatness.LossAlong``, where the model allows it; else
+#: the Hessian-vector product) or "hvp" (the reference: ``torch.func.jvp`` of ``grad``, batched)
+CURVATURE_PATH = "directional"
 
 
 def fit_pca(
@@ -120,15 +125,21 @@ def calibrated_one(
     if rec.selection_eigenvalues is not None:
         meas = out_of_sample_stable(meas, rec.selection_eigenvalues)
     p = torch.as_tensor(rec.directions, dtype=probe.x.dtype, device=probe.x.device)
-    curv = np.empty(p.shape[0])
-    for c in range(0, p.shape[0], HVP_CHUNK):
-        chunk = p[c : c + HVP_CHUNK]
-        hv = hvp_batch(probe, params, layer_tangents(probe, params, lay, chunk))
-        flat_hv = torch.cat([hv[n].reshape(chunk.shape[0], -1) for n in lay.param_names], 1)
-        curv[c : c + chunk.shape[0]] = (flat_hv * chunk).sum(1).to(torch.float64).cpu().numpy()
+    along = LossAlong(probe, params, lay, p)
+    direct = along.curvature() if CURVATURE_PATH == "directional" else None
+    if direct is not None:
+        curv = direct.to(torch.float64).cpu().numpy()
+    else:
+        curv = np.empty(p.shape[0])
+        for c in range(0, p.shape[0], HVP_CHUNK):
+            chunk = p[c : c + HVP_CHUNK]
+            hv = hvp_batch(probe, params, layer_tangents(probe, params, lay, chunk))
+            flat_hv = torch.cat([hv[n].reshape(chunk.shape[0], -1) for n in lay.param_names], 1)
+            curv[c : c + chunk.shape[0]] = (flat_hv * chunk).sum(1).to(torch.float64).cpu().numpy()
     flat = np.full(p.shape[0], np.nan)
     pos = curv > 0
     if pos.any():
+        keep = np.flatnonzero(pos)
         flat[pos] = flatness(
             probe,
             params,
@@ -138,6 +149,8 @@ def calibrated_one(
             curv[pos],
             meas.variances[pos],
             bisections=CALIBRATED_BISECTIONS,
+            profile=False,  # only the flatness: the profiles of these directions are not stored
+            along=along.restrict(keep),
         )[0]
     fit = fit_ivfr_calibrated(meas, flat)
     return fit, {

@@ -15,10 +15,17 @@ if TYPE_CHECKING:
     from ._core import FluctuationProbe
 
 
-__all__ = ["projected_noise"]
+__all__ = ["NOISE_PATH", "projected_noise"]
 
 
 Array = NDArray[np.float64]
+
+#: how the per-sample gradients are projected: "affine" (every probed layer an affine layer of a
+#: ``torch.nn.Sequential``, ``probe._flatness.LossAlong``: ``g_n · p = δ_nᵀ Z_p[n]`` with
+#: ``δ_n = ∂ℓ_n/∂z_n`` the per-sample gradient of the loss in the layer's output, by
+#: ``vmap(grad)`` of the modules after the layer; else the full path) or "grad" (the reference:
+#: ``vmap(grad)`` of the whole model per sample, every parameter's gradient projected)
+NOISE_PATH = "affine"
 
 
 def projected_noise(
@@ -32,6 +39,13 @@ def projected_noise(
     ``C = (1/N) Σ_n g_n g_nᵀ − ḡ ḡᵀ`` (not divided by S; docs/theory.md §3, §11), the per-sample
     gradients ``g_n`` by ``torch.func.vmap(grad)`` in memory-bounded chunks of samples.
     """
+
+    proj_all = _affine_projections(probe, params, p_t) if NOISE_PATH == "affine" else None
+    if proj_all is not None:
+        proj64 = proj_all.to(torch.float64).cpu().numpy()
+        gbar = proj64.sum(0) / probe.n_train
+        c_k = proj64.T @ proj64 / probe.n_train - np.outer(gbar, gbar)
+        return np.asarray(0.5 * (c_k + c_k.T))
 
     def sample_loss(p: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor) -> Any:
         out = torch.func.functional_call(probe.model, p, (xs.unsqueeze(0),))
@@ -64,3 +78,43 @@ def projected_noise(
     c_k = ggt / probe.n_train - np.outer(gbar, gbar)
     c_k = 0.5 * (c_k + c_k.T)
     return c_k
+
+
+def _affine_projections(
+    probe: FluctuationProbe, params: dict[str, torch.Tensor], p_t: Mapping[int, torch.Tensor]
+) -> torch.Tensor | None:
+    """``g_n · p_i`` (N, K) over the probed directions of all layers on the affine path, or None
+    when a probed layer has no affine site (:data:`NOISE_PATH`).
+
+    With ``z_n`` the layer's output on sample n, ``g_n · p = δ_nᵀ Z_p[n]`` where ``Z_p`` is the
+    output's derivative along p (``LossAlong``) and ``δ_n`` the gradient of the per-sample loss
+    (``loss_fn`` on a batch of one, as in the full path) in ``z_n``.
+    """
+    from ._flatness import LossAlong
+
+    alongs = [LossAlong(probe, params, lay, p_t[lay.index]) for lay in probe.layers]
+    if any(a.site is None for a in alongs):
+        return None
+    cols = []
+    with torch.no_grad():
+        for along in alongs:
+
+            def sample_loss(z: torch.Tensor, ys: torch.Tensor, _a: Any = along) -> Any:
+                return probe.loss_fn(_a.tail_out(z.unsqueeze(0)), ys.unsqueeze(0))
+
+            per_sample = torch.func.vmap(torch.func.grad(sample_loss))
+            n_chunk = memory_chunk(SAMPLE_CHUNK, 4 * along.z0[0].numel() * along.z0.element_size())
+            delta = torch.cat(
+                [
+                    per_sample(along.z0[c : c + n_chunk], probe.y[c : c + n_chunk])
+                    for c in range(0, probe.n_train, n_chunk)
+                ]
+            ).reshape(probe.n_train, -1)
+            k = along.p.shape[0]
+            cols.append(
+                torch.stack(
+                    [(along._zp(i).reshape(probe.n_train, -1) * delta).sum(1) for i in range(k)],
+                    1,
+                )
+            )
+    return torch.cat(cols, 1)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "GROWTH_FACTOR",
+    "JVP_PATH",
     "MS_ITERATIONS",
     "MS_RTOL",
     "MS_WINDOW_GROWTH",
@@ -54,6 +55,11 @@ MS_WINDOW_GROWTH = 2.0
 GROWTH_FACTOR = 10.0
 #: directions per vectorized Jacobian-vector product
 _JVP_CHUNK = 16
+#: how the output's Jacobian-vector products along the probed directions are taken: "affine"
+#: (every probed layer an affine layer of a ``torch.nn.Sequential``,
+#: ``probe._flatness.LossAlong``: the JVP of the modules after the layer along ``Z_p``) or "full"
+#: (the reference: ``torch.func.jvp`` of the whole model)
+JVP_PATH = "affine"
 
 
 def _bound(lam_max: float) -> str:
@@ -191,9 +197,25 @@ def _sample_factors(
         return torch.func.jvp(outputs, (dict(params),), (t,))[1]
 
     cols = []
-    for lay in probe.layers:
+    alongs = None
+    if JVP_PATH == "affine":
+        from ._flatness import LossAlong
+
+        alongs = [LossAlong(probe, params, lay, dirs[lay.index]) for lay in probe.layers]
+        if any(a.site is None for a in alongs):
+            alongs = None
+    for a, lay in enumerate(probe.layers):
         p = dirs[lay.index]
         for c in range(0, p.shape[0], _JVP_CHUNK):
+            if alongs is not None:  # the output's derivative along Z_p of the layer's output
+                al = alongs[a]
+
+                def along_zp(zp: torch.Tensor, _al: Any = al) -> torch.Tensor:
+                    return torch.func.jvp(_al.tail_out, (_al.z0,), (zp,))[1]
+
+                zp = al.zp_rows(range(c, min(p.shape[0], c + _JVP_CHUNK)))
+                cols.append(torch.func.vmap(along_zp)(zp))
+                continue
             tangents = probe._layer_tangents(params, lay, p[c : c + _JVP_CHUNK])
             cols.append(torch.func.vmap(one)(tangents))  # (chunk, n, ...)
     with torch.no_grad():
