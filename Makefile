@@ -47,13 +47,16 @@ run-example: install
 	@$(BIN)/sgdfluct run configs/single_layer.toml --out $(OUT)/single_layer $(if $(OVERWRITE),--overwrite) \
 	  || { rc=$$?; echo "make run-example: to run it again, use OVERWRITE=1 (replaces $(OUT)/single_layer) or OUT=<another folder>" >&2; exit $$rc; }
 
-# the whole suite, slow statistical tests included: measured 13 min on a quiet 2-core machine and
-# 35 min under load 5-7 (issue 21)
+# the whole suite, slow statistical tests included, on TEST_WORKERS pytest-xdist processes (the
+# tests of one file stay on one worker, so module fixtures are computed once); TEST_WORKERS=0 runs
+# it in this process. Measured times: README ("How long they take").
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: install-dev
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: install-dev
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(PYTEST) -m "not slow"
 
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks examples
