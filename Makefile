@@ -49,9 +49,10 @@ run-example: install
 
 # the whole suite, slow statistical tests included, on TEST_WORKERS pytest-xdist processes (the
 # tests of one file stay on one worker, so module fixtures are computed once); TEST_WORKERS=0 runs
-# it in this process. Measured times: README ("How long they take").
+# it in this process; the 25 slowest tests are listed at the end. Measured times: README ("How
+# long they take").
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+PYTEST := $(BIN)/python -m pytest -q --durations=25 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: install-dev
 	$(PYTEST)
 
