@@ -71,8 +71,11 @@ MAX_DOUBLINGS = 40
 #: above the level; after a doubling, the points of the new range that are points of the old one
 #: seen below the level are not evaluated again; the stored profiles are completed on the final
 #: grid afterwards) or "full" (every grid point at every range; the reference). Both bracket the
-#: same grid cells and give the same flatness (bitwise with the same LOSS_PATH, up to a grid point
-#: whose float32 offset differs by an ulp between the two ranges lying at the level itself)
+#: same grid cells and give the same flatness: bitwise on the full LOSS_PATH (each evaluation is
+#: the same vmapped forward pass); on the affine path up to the round-off of batching the offsets
+#: differently (bitwise in tests/probe/test_profile_paths.py); in either case a grid value lying
+#: within that round-off (or an ulp of its offset between two ranges) of the level could move
+#: the bracket to the neighbouring cell, whose crossing is that grid point within the round-off
 GRID_METHOD = "outward"
 #: grid points a side evaluated in one round of the outward search (at most this many - 1 are
 #: evaluated beyond the first point above the level)
@@ -88,6 +91,33 @@ LOSS_PATH = "affine"
 ZP_CACHE_BYTES = 512 * 2**20
 #: module types whose output is affine in their own parameters (weight, bias), as computed here
 _AFFINE = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+
+
+#: module types that act on each sample of a batch alone (in eval mode): the offsets of one
+#: chunk then run through the modules after an affine layer as one batch of chunk·N samples
+_PER_SAMPLE = (
+    *_AFFINE,
+    torch.nn.Identity,
+    torch.nn.ReLU,
+    torch.nn.LeakyReLU,
+    torch.nn.ELU,
+    torch.nn.GELU,
+    torch.nn.SiLU,
+    torch.nn.Tanh,
+    torch.nn.Sigmoid,
+    torch.nn.Softplus,
+    torch.nn.Dropout,
+)
+
+
+def _acts_per_sample(module: torch.nn.Module) -> bool:
+    if module._forward_hooks or module._forward_pre_hooks:
+        return False
+    if type(module) is torch.nn.Flatten:
+        return module.start_dim >= 1
+    if type(module) is torch.nn.Dropout:
+        return not module.training
+    return type(module) in _PER_SAMPLE
 
 
 def _child_call(
@@ -179,6 +209,8 @@ class LossAlong:
                     self.c2 += 0.5 * lam * (d.reshape(k, -1) ** 2).sum(1)
         self.zp: dict[int, torch.Tensor] = {}
         self.cache = k * self.z0.numel() * self.z0.element_size() <= ZP_CACHE_BYTES
+        #: the modules after the layer act on each sample alone (:data:`_PER_SAMPLE`)
+        self.per_sample = all(_acts_per_sample(child) for _, child in self.suffix)
 
     def _zp(self, i: int) -> torch.Tensor:
         z = self.zp.get(i)
@@ -262,15 +294,25 @@ class LossAlong:
         chunk = memory_chunk(PROFILE_CHUNK, item_bytes)
         shape = (-1,) + (1,) * self.z0.ndim
         out = []
+        z0, probe = self.z0, self.probe
         with torch.no_grad():
             for c in range(0, n * m, chunk):
                 idx = item[c : c + chunk]
                 tc = t[c : c + chunk]
-                zp = torch.stack([self._zp(int(i)) for i in idx])
-                z = self.z0 + tc.reshape(shape) * zp
                 ii = torch.as_tensor(idx, device=tc.device)
                 reg = self.reg0 + tc * self.c1[ii] + tc * tc * self.c2[ii]
-                out.append(torch.func.vmap(tail)(z) + reg)
+                if not self.per_sample:  # vmap over the offsets: each a batch of N samples
+                    zp = torch.stack([self._zp(int(i)) for i in idx])
+                    out.append(torch.func.vmap(tail)(z0 + tc.reshape(shape) * zp) + reg)
+                    continue
+                # the modules after the layer act on each sample alone: one batch of c·N samples
+                z = torch.empty((idx.size, *z0.shape), dtype=z0.dtype, device=z0.device)
+                for j, (i, tj) in enumerate(zip(idx.tolist(), tc.tolist(), strict=True)):
+                    torch.add(z0, self._zp(int(i)), alpha=tj, out=z[j])
+                o = self.tail_out(z.reshape(-1, *z0.shape[1:]))
+                o = o.reshape(idx.size, z0.shape[0], *o.shape[1:])
+                loss = torch.stack([probe.loss_fn(o[j], probe.y) for j in range(idx.size)])
+                out.append(loss + reg)
         return torch.cat(out)
 
 
