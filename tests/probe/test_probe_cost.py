@@ -4,6 +4,8 @@ config."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,20 @@ def test_sketch_memory_is_16_ell_bytes_per_parameter() -> None:
     assert sk.nbytes() == 8 * (2 * d * ell + 2 * d)
 
 
+def _mse_probe(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **kw: int) -> Any:
+    """A probe with the mean squared error, η = 0.01, batch 2, window 400 recorded every step."""
+    return FluctuationProbe(
+        model,
+        lambda o, t: ((o - t) ** 2).mean(),
+        (x, y),
+        learning_rate=0.01,
+        batch_size=2,
+        window=400,
+        every=1,
+        **kw,
+    )
+
+
 @pytest.mark.parametrize(
     ("n_in", "top_k", "want"),
     [
@@ -72,16 +88,7 @@ def test_default_sketch_size(n_in: int, top_k: int, want: int) -> None:
     model = torch.nn.Sequential(torch.nn.Linear(n_in, hidden), torch.nn.Linear(hidden, 2)).double()
     x = torch.randn(10, n_in, dtype=torch.float64)
     y = torch.randn(10, 2, dtype=torch.float64)
-    probe = FluctuationProbe(
-        model,
-        lambda o, t: ((o - t) ** 2).mean(),
-        (x, y),
-        learning_rate=0.01,
-        batch_size=2,
-        top_k=top_k,
-        window=400,
-        every=1,
-    )
+    probe = _mse_probe(model, x, y, top_k=top_k)
     d_max = max(lay.dim for lay in probe.layers)
     assert want == max(2 * top_k + 20, min(MIN_SKETCH_SIZE, SKETCH_FLOOR_BYTES // (16 * d_max)))
     assert probe.sketch_size == want
@@ -129,3 +136,25 @@ def test_config_layers_accepts_names_globs_and_groups(layers: object, want: obje
 def test_config_layers_refused_by_name(layers: object, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         probe_config_from_dict(_config(layers))
+
+
+def test_training_loss_subset_shrinks_above_1e5_parameters() -> None:
+    """A record of the training loss costs at most what 2048 samples of a 10⁵-parameter model
+    cost: smaller models keep 2048 (bitwise as before), 256 at the 1.07 M MLP, never fewer."""
+    from sgdfluct.probe._core import (
+        TRAIN_LOSS_FULL_PARAMS,
+        TRAIN_LOSS_MIN_SAMPLES,
+        TRAIN_LOSS_SAMPLES,
+        default_loss_samples,
+    )
+
+    assert default_loss_samples(TRAIN_LOSS_FULL_PARAMS) == TRAIN_LOSS_SAMPLES == 2048
+    assert default_loss_samples(200_000) == 1024
+    assert default_loss_samples(1_068_810) == TRAIN_LOSS_MIN_SAMPLES == 256
+    assert default_loss_samples(10**9) == 256
+    model = torch.nn.Linear(1200, 100)  # 120 100 parameters
+    x = torch.randn(3000, 1200)
+    y = torch.randn(3000, 100)
+    probe = _mse_probe(model, x, y)
+    assert probe.loss_samples == 2048 * 100_000 // 120_100 == 1705
+    assert probe._x_loss.shape[0] == 1705

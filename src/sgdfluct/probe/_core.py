@@ -80,6 +80,20 @@ Array = NDArray[np.float64]
 #: full-set loss by ~ std(per-sample loss) / sqrt(2048). The analysis (profiles, H, C) always
 #: uses the full set
 TRAIN_LOSS_SAMPLES = 2048
+#: ... and on a model of more than this many parameters on fewer samples, so that a record costs
+#: no more than on this model, TRAIN_LOSS_SAMPLES · TRAIN_LOSS_FULL_PARAMS / n_params (at least
+#: TRAIN_LOSS_MIN_SAMPLES): at 10⁶ parameters a 2048-sample forward pass every ``every`` = 10
+#: steps costs more than the 10 steps of batch 32 it watches (issue 19). Smaller models keep
+#: 2048, bitwise as before
+TRAIN_LOSS_FULL_PARAMS = 100_000
+TRAIN_LOSS_MIN_SAMPLES = 256
+
+
+def default_loss_samples(n_params: int) -> int:
+    """Samples of the recorded training loss of a model of ``n_params`` parameters (at most)."""
+    if n_params <= TRAIN_LOSS_FULL_PARAMS:
+        return TRAIN_LOSS_SAMPLES
+    return max(TRAIN_LOSS_MIN_SAMPLES, TRAIN_LOSS_SAMPLES * TRAIN_LOSS_FULL_PARAMS // n_params)
 
 
 class FluctuationProbe:
@@ -137,7 +151,9 @@ class FluctuationProbe:
         ``probe._stream.NystromSketch.compact``; ``probe._recording.SKETCH_FLOOR_BYTES``).
     loss_samples : int, optional
         Samples of the recorded training loss (plateau test, ``train_loss``): all of them up to
-        :data:`TRAIN_LOSS_SAMPLES`, else a fixed random subset of that many (``seed``).
+        :data:`TRAIN_LOSS_SAMPLES`, else a fixed random subset of that many (``seed``); fewer on
+        a model of more than :data:`TRAIN_LOSS_FULL_PARAMS` parameters
+        (:func:`default_loss_samples`: 256 at 10⁶ parameters).
     test_data : (inputs, targets) tensors, optional
         For the test loss and accuracy at the window mean.
     task : {"auto", "classification", "one_hot", "regression"}
@@ -325,7 +341,8 @@ class FluctuationProbe:
         """The samples of the recorded training loss: all, or a fixed random subset."""
         n = self.n_train
         if loss_samples is None:
-            loss_samples = min(n, TRAIN_LOSS_SAMPLES)
+            n_params = sum(p.numel() for p in self.model.parameters())
+            loss_samples = min(n, default_loss_samples(n_params))
         if isinstance(loss_samples, bool) or not isinstance(loss_samples, int):
             raise ConfigError(f"loss_samples = {loss_samples!r}: expected an integer in [1, {n}]")
         if not 1 <= loss_samples <= n:

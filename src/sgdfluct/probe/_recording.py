@@ -70,8 +70,9 @@ SNAPSHOT_BATCH = 16
 class SnapshotBatch:
     """Up to ``size`` snapshots (rows) of one layer's flat weights, in their dtype."""
 
-    def __init__(self, size: int, like: torch.Tensor) -> None:
+    def __init__(self, size: int, like: torch.Tensor, layer: Layer) -> None:
         self.rows = torch.empty(size, like.numel(), dtype=like.dtype, device=like.device)
+        self.layer = layer
         self.n = 0
 
     @property
@@ -111,7 +112,7 @@ def start_window(probe: FluctuationProbe) -> None:
             sketch = NystromSketch(w, probe.sketch_size, probe._gen)
             probe._recorders[lay.index] = sketch
             if sketch.compact:
-                probe._pending[lay.index] = SnapshotBatch(SNAPSHOT_BATCH, w)
+                probe._pending[lay.index] = SnapshotBatch(SNAPSHOT_BATCH, w, lay)
         else:
             dirs = lanczos_layer(probe, params, lay, min(probe.top_k, lay.dim))
             probe._recorders[lay.index] = SubspaceMoments(
@@ -143,8 +144,10 @@ def record(probe: FluctuationProbe) -> None:
         probe._joint.update(torch.cat(coords))  # type: ignore[arg-type]
     elif probe._joint is not None:
         probe._joint.update(torch.cat([flat[lay.index] for lay in probe.layers]))
+    batched = {n for b in probe._pending.values() for n in b.layer.param_names}
     for n, p in params.items():
-        probe._mean_sum[n].add_(p.to(torch.float64))
+        if n not in batched:  # a batched layer's window sum: at flush()
+            probe._mean_sum[n].add_(p.to(torch.float64))
     probe._mean_count += 1
     elapsed = probe.step - probe._window_start
     quarter = not probe._quarter and elapsed >= probe.window // 4
@@ -177,11 +180,17 @@ def flush(probe: FluctuationProbe, index: int) -> None:
     if not batch.n:
         return
     rows = batch.take()
-    probe._recorders[index].extend(rows)  # type: ignore[union-attr]  # compact: a NystromSketch
+    sketch = probe._recorders[index]
+    assert isinstance(sketch, NystromSketch)  # batched: a compact sketch
+    total = sketch.extend(rows)
+    lay = batch.layer
+    for n, part in zip(lay.param_names, torch.split(total, lay.numels), strict=True):
+        probe._mean_sum[n].add_(part.reshape(probe._mean_sum[n].shape))
     if index in probe._split:
-        probe._split[index].extend(rows)
+        rows64 = rows.to(torch.float64)  # once for both direction sets
+        probe._split[index].extend(rows64)
         if index in probe._split_quarter:
-            probe._split_quarter[index].extend(rows)
+            probe._split_quarter[index].extend(rows64)
 
 
 def start_split(probe: FluctuationProbe, params: Mapping[str, torch.Tensor]) -> None:

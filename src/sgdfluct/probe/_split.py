@@ -21,9 +21,6 @@ __all__ = ["SplitRecorder"]
 
 Array = NDArray[np.float64]
 
-#: float64 snapshot rows converted at once by :meth:`SplitRecorder.extend`
-EXTEND_CHUNK_BYTES = 32 * 2**20
-
 
 class SplitRecorder:
     """Projections of one layer's snapshots on directions frozen at mid-window.
@@ -50,6 +47,7 @@ class SplitRecorder:
         )
         self._p = torch.as_tensor(self.directions, dtype=torch.float64, device=ref.device)
         self._ref = ref
+        self._p_ref: torch.Tensor | None = None  # P w_ref, for extend()
         self.moments = SeriesMoments(self.directions.shape[0])
 
     def update(self, weights: torch.Tensor) -> None:
@@ -58,12 +56,12 @@ class SplitRecorder:
         self.moments.update((self._p @ u).cpu().numpy())
 
     def extend(self, rows: torch.Tensor) -> None:
-        """Add snapshots (b, d) in order: one GEMM per :data:`EXTEND_CHUNK_BYTES` of rows."""
-        rows = rows.detach().reshape(-1, self._ref.numel())
-        step = max(1, EXTEND_CHUNK_BYTES // (8 * self._ref.numel()))
-        for i in range(0, rows.shape[0], step):
-            u = rows[i : i + step].to(torch.float64) - self._ref
-            self.moments.extend((u @ self._p.T).cpu().numpy())
+        """Add snapshots (b, d) in order: ``P w − P w_ref``, one GEMM that reads ``P`` once
+        (give float64 rows: ``probe._recording.flush`` converts a batch once for both sets)."""
+        rows = rows.detach().reshape(-1, self._ref.numel()).to(torch.float64)
+        if self._p_ref is None:
+            self._p_ref = self._p @ self._ref
+        self.moments.extend((rows @ self._p.T - self._p_ref).cpu().numpy())
 
     @property
     def count(self) -> int:

@@ -121,15 +121,22 @@ class NystromSketch:
             ref = reference.detach().reshape(-1).clone()
         self.reference = ref
         dev = ref.device
+        # a compact sketch's Ωᵀ and Yᵀ (ℓ×d, rows contiguous); self.omega, self.y: their views
+        self._omega_t: torch.Tensor | None = None
+        self._y_t = torch.zeros(0)
         if self.exact:
             self.omega = None
             self.y = torch.zeros(self.dim, self.dim, dtype=torch.float64, device=dev)
         elif self.compact:
             gauss = torch.randn(
-                self.dim, sketch_size, generator=generator, dtype=torch.float32, device="cpu"
+                sketch_size, self.dim, generator=generator, dtype=torch.float32, device="cpu"
             ).to(device=dev)
-            self.omega = gauss.mul_(1.0 / math.sqrt(self.dim))  # unit columns on average
-            self.y = torch.zeros(self.dim, sketch_size, dtype=torch.float32, device=dev)
+            # drawn and stored as Ωᵀ (ℓ×d: its rows are the test vectors), unit norm on average
+            self._omega_t = gauss.mul_(1.0 / math.sqrt(self.dim))
+            self.omega = self._omega_t.T
+            # Yᵀ (ℓ×d) as well: the batch update Yᵀ += Pᵀ U is a GEMM of contiguous operands
+            self._y_t = torch.zeros(sketch_size, self.dim, dtype=torch.float32, device=dev)
+            self.y = self._y_t.T
             self.core = torch.zeros(sketch_size, sketch_size, dtype=torch.float64, device=dev)
             self.proj_total = torch.zeros(sketch_size, dtype=torch.float64, device=dev)
         else:
@@ -152,23 +159,28 @@ class NystromSketch:
         self.total.add_(u)
         self.count += 1
 
-    def extend(self, rows: torch.Tensor) -> None:
-        """Add snapshots (b, d) in order; a compact sketch takes them in one pair of GEMMs."""
+    def extend(self, rows: torch.Tensor) -> torch.Tensor:
+        """Add snapshots (b, d) in order; a compact sketch takes them in one pair of GEMMs.
+
+        Returns the sum of the rows (d,) in float64 (the probe's window mean reuses it).
+        """
         rows = rows.detach().reshape(-1, self.dim)
         if not self.compact:
             for w in rows:
                 self.update(w)
-            return
-        assert self.omega is not None  # a compact sketch is never exact
+            return rows.to(torch.float64).sum(0)
+        assert self._omega_t is not None
         u = torch.empty(rows.shape, dtype=torch.float32, device=self.y.device)
         torch.sub(rows, self.reference, out=u)  # w - w_0 rounded once to float32
-        p = u @ self.omega
-        self.y.addmm_(u.T, p)
+        p = u @ self._omega_t.T
+        self._y_t.addmm_(p.T, u)
         p64 = p.to(torch.float64)
         self.core.addmm_(p64.T, p64)
         self.proj_total.add_(p64.sum(0))
-        self.total.add_(u.sum(0, dtype=torch.float64))
+        added = u.sum(0).to(torch.float64)  # b <= SNAPSHOT_BATCH float32 terms: ~1e-7 of |u|
+        self.total.add_(added)
         self.count += int(rows.shape[0])
+        return added.add_(self.reference, alpha=float(rows.shape[0]))
 
     @property
     def mean(self) -> torch.Tensor:
@@ -229,54 +241,68 @@ class NystromSketch:
         root = vec[:, keep] / torch.sqrt(mu[keep])  # (ΩᵀΣΩ)^(-1/2) on the kept core, ℓ×r
         r_kept = root.shape[1]
 
-        def times(a: torch.Tensor) -> torch.Tensor:  # (ΣΩ a)ᵀ by chunks, (a.shape[1], d)
-            ca = n * (c @ a)
+        def times(a: torch.Tensor) -> torch.Tensor:  # (ΣΩ a)ᵀ by chunks, (a.shape[1], d) float64
+            # float32 GEMMs: the inner dimension is ℓ, their round-off that of the stored Y
+            a32, ca = a.T.to(torch.float32), n * (c @ a)
             out = torch.empty(a.shape[1], self.dim, dtype=f64, device=a.device)
             for sl in chunks:
-                part = a.T @ self.y[sl].to(f64).T
-                part.addr_(ca, m[sl], alpha=-1.0)
-                out[:, sl] = part
+                out[:, sl] = a32 @ self._y_t[:, sl]
+                out[:, sl] -= torch.outer(ca, m[sl])
             return out.div_(n - 1)
 
         if 2 * r_kept <= self.omega.shape[1]:  # low rank (n - 1 < ℓ/2): F = ΣΩ·root itself
             ft = times(root)  # Fᵀ
             gram = ft @ ft.T
-        else:  # FᵀF = rootᵀ (ΣΩ)ᵀ(ΣΩ) root, without the d×ℓ float64 F
+        else:  # FᵀF = rootᵀ (ΣΩ)ᵀ(ΣΩ) root without the d×ℓ F; the d-long sums in float64
             ft = None
             sq = torch.zeros_like(core)
             cy = torch.zeros_like(c)  # (Yᵀm)
             for sl in chunks:
-                yc = self.y[sl].to(f64)
-                sq.addmm_(yc.T, yc)
-                cy.add_(m[sl] @ yc)
+                yc = self._y_t[:, sl].to(f64)  # rows of Yᵀ
+                sq.addmm_(yc, yc.T)
+                cy.add_(yc @ m[sl])
             # (Y − n m cᵀ)ᵀ(Y − n m cᵀ) = YᵀY − n (Yᵀm)cᵀ − n c(Yᵀm)ᵀ + n² |m|² ccᵀ
             sq -= n * (torch.outer(cy, c) + torch.outer(c, cy))
             sq += n**2 * float(m @ m) * torch.outer(c, c)
             gram = root.T @ (sq / (n - 1) ** 2) @ root
-        s2, v2 = torch.linalg.eigh(0.5 * (gram + gram.T))
+        if gram.numel():
+            s2, v2 = torch.linalg.eigh(0.5 * (gram + gram.T))
+        else:  # no variance at all (every snapshot the same)
+            s2, v2 = gram.new_zeros(0), gram
         r = min(k, int(s2.numel()))
         s2, v2 = s2.flip(0)[:r].clamp_min(0.0), v2.flip(1)[:, :r]
         scaled = v2 / torch.sqrt(s2.clamp_min(torch.finfo(f64).tiny))  # F V S⁻¹
         dirs = torch.empty(k, self.dim, dtype=f64, device=root.device)
-        dirs[:r] = scaled.T @ ft if ft is not None else times(root @ scaled)
-        if r < k:  # fewer than k directions carry variance (n - 1 < k): variance 0 for the rest
-            dirs[r:] = self.omega[:, : k - r].T
+        if ft is not None:
+            torch.mm(scaled.T, ft, out=dirs[:r])  # (F V S⁻¹)ᵀ
+        else:
+            dirs[:r] = times(root @ scaled)
+        if r < k:  # fewer than k directions carry variance (n - 1 < k): variance 0 for the rest,
+            # along Ω v for v in the core's null space: (ΣΩa)ᵀ(Ωv) = aᵀ(ΩᵀΣΩ)v = 0, so these are
+            # already orthogonal to the top directions (to round-off)
+            assert self._omega_t is not None
+            null = vec[:, : k - r]  # r < k: at least ℓ - r >= k - r core directions dropped
+            dirs[r:] = null.T.to(torch.float32) @ self._omega_t
         lam = torch.zeros(k, dtype=f64)
         lam[:r] = s2.cpu()
         return lam.numpy(), _orthonormal_rows(dirs).cpu().numpy()
 
 
 def _orthonormal_rows(x: torch.Tensor) -> torch.Tensor:
-    """``x`` (k×d) with orthonormal rows, Gram–Schmidt in row order (CholeskyQR2).
+    """The rows of ``x`` (k×d) orthonormalized in order (CholeskyQR; Householder QR if the
+    Gram matrix is numerically singular).
 
-    The top directions keep their span; those of tiny variance (whose round-off ``S⁻¹``
-    amplifies) and the completion are made orthonormal to them. Rows already orthonormal to
-    1e-12 are returned as they are; Householder QR if the Gram matrix is numerically singular.
+    The rows come close to orthonormal (the top directions ``F V S⁻¹`` and a completion
+    orthogonal to them up to round-off): with a Gram matrix within 1e-3 of the identity one
+    CholeskyQR round leaves ~1e-15 (its error is ~eps κ²), otherwise a second round follows.
+    The top directions keep their span in order; those of tiny variance (whose round-off
+    ``S⁻¹`` amplifies) and the completion are made orthonormal to them.
     """
     eye = torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
     for _ in range(3):
         gram = x @ x.T
-        if float((gram - eye).abs().max()) <= 1e-12:
+        off = float((gram - eye).abs().max())
+        if off <= 1e-12:
             return x
         try:
             chol = torch.linalg.cholesky(gram, upper=True)  # x xᵀ = RᵀR
@@ -285,6 +311,8 @@ def _orthonormal_rows(x: torch.Tensor) -> torch.Tensor:
             return (q * torch.where(torch.diagonal(tri) < 0, -1.0, 1.0)).T.contiguous()
         # R⁻ᵀ x as one GEMM with the k×k inverse (a k×d triangular solve is ~20x slower)
         x = torch.linalg.solve_triangular(chol, eye, upper=True).T @ x
+        if off <= 1e-3:
+            return x
     return x
 
 
