@@ -8,10 +8,15 @@ stability check's ARPACK iteration):
 
 * ``plain_step_s`` — a plain SGD step (batch 32), no probe;
 * ``burn_in_step_s`` — a step with the probe in its burn-in (training loss every ``every`` steps on
-  at most ``TRAIN_LOSS_SAMPLES`` samples);
+  at most ``probe._core.default_loss_samples(n_params)`` samples: 256 at 1.07 M parameters);
 * ``window_start_s`` — the stall when the window opens (sketch test matrices);
 * ``window_step_s`` — a step inside the window (a snapshot into the sketch every ``every`` steps);
 * ``recorder_bytes_per_param`` and the sketch size ℓ;
+* with ``--interleaved``: ``interleaved_plain_step_s``, plain SGD steps in blocks of ``every``
+  alternating with the window's blocks (the plain model trained on), and
+  ``interleaved_window_ratio`` = ``window_step_s`` over it: on a loaded machine the plain and
+  window phases measured one after the other see different loads, the alternating blocks the
+  same;
 * ``analyze_s`` and ``analyze_peak_rss_mb`` (growth of the process's peak resident memory during
   ``analyze()``, a lower bound of its peak above the model) unless ``--no-analyze``;
 * with ``--crossings itp,bisection``: ``analyze()`` once per way of refining the flatness
@@ -36,6 +41,8 @@ The window is opened directly after ``--burn-in`` steps (the private ``_start_wi
 of the plateau test's wait is not what is measured). Run::
 
     .venv/bin/python benchmarks/probe_cost.py --out /tmp/probe_cost.json [--n-train 2000]
+    .venv/bin/python benchmarks/probe_cost.py --out /tmp/w2000.json --no-analyze --interleaved \
+        --window 2000
     .venv/bin/python benchmarks/probe_cost.py --out /tmp/paths.json --widths 784-128-64-10 \
         --no-analyze --paths exact,outward,fast
 
@@ -107,6 +114,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     opt = torch.optim.SGD(model.parameters(), lr=0.05, weight_decay=1e-4)
     steps(model, opt, 5)  # warm-up
     plain = steps(model, opt, args.plain_steps)
+    plain_model, plain_opt = model, opt  # --interleaved: its blocks alternate with the window's
 
     model = _model(1, widths).to(dtype)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, weight_decay=1e-4)
@@ -135,12 +143,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     probe._start_window()
     stall = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    n_window = 0
+    n_window, window_s, plain_s = 0, 0.0, 0.0
     while not probe.done:
-        steps(model, opt, 1)
+        if args.interleaved and n_window % args.every == 0:  # a block of plain steps first
+            plain_s += steps(plain_model, plain_opt, args.every) * args.every
+        window_s += steps(model, opt, 1)
         n_window += 1
-    window = (time.perf_counter() - t0) / n_window
+    window = window_s / n_window
     out: dict[str, Any] = {
         "model": args.widths,
         "n_params": n_params,
@@ -163,6 +172,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "recorder_bytes_per_param": probe.recorder_bytes() / n_params,
         "rss_before_analyze_mb": _rss_mb(),
     }
+    if args.interleaved:
+        n_blocks = -(-n_window // args.every)
+        out["interleaved_plain_step_s"] = plain_s / (n_blocks * args.every)
+        out["interleaved_window_ratio"] = window / out["interleaved_plain_step_s"]
     if args.analyze:
         before = _rss_mb()
         t0 = time.perf_counter()
@@ -491,6 +504,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sketch-size", type=int, default=0, help="0: the probe's default")
     parser.add_argument("--no-analyze", dest="analyze", action="store_false")
+    parser.add_argument(
+        "--interleaved",
+        action="store_true",
+        help="plain SGD blocks of `every` steps alternate with the window's (load drift cancels)",
+    )
     parser.add_argument("--stages", action="store_true", help="stage timers of analyze()")
     parser.add_argument(
         "--eval-cost",
