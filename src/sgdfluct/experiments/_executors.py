@@ -127,10 +127,9 @@ def _mp_context() -> Any:
 
 
 def _quiet_worker() -> None:
-    """Initializer of forked pool workers: leave Ctrl-C to the parent (which stops them) and take
-    SIGTERM's default action. A fork inherits the command's SIGTERM -> KeyboardInterrupt handler
-    (``cli._terminate_as_interrupt``), and an idle worker would then print a traceback when
-    the pool shuts down."""
+    """Initializer of pool workers: leave Ctrl-C to the parent (which stops them) and take
+    SIGTERM's default action. A worker that inherited the command's SIGTERM -> KeyboardInterrupt
+    handler (``cli._terminate_as_interrupt``) printed a traceback when the pool shut down."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
@@ -138,15 +137,15 @@ def _quiet_worker() -> None:
 def map_in_processes(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int) -> list[Any]:
     """``[fn(t) for t in tasks]`` on ``workers`` forked processes (in this process for one).
 
-    ``fn`` and the tasks must be picklable. Fork where available: workers start without
-    re-importing (the probe's claim runs torch only in the workers, so no thread pool is
-    inherited). The pool is closed and joined after the last result; on an error or an
-    interrupt it is terminated and the error propagates.
+    ``fn`` must be importable by name and the tasks picklable: the workers come from the
+    forkserver (:func:`_mp_context`), never from a fork of this process, which may hold threads
+    (JAX, torch, BLAS pools) that a fork would copy mid-flight. The pool is closed and joined
+    after the last result; on an error or an interrupt it is terminated and the error
+    propagates.
     """
     if workers <= 1 or len(tasks) <= 1:
         return [fn(t) for t in tasks]
-    start = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = multiprocessing.get_context(start).Pool(workers, initializer=_quiet_worker)
+    pool = _mp_context().Pool(workers, initializer=_quiet_worker)
     try:
         results = pool.map(fn, tasks, chunksize=1)
         pool.close()
