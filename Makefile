@@ -38,7 +38,7 @@ install: $(STAMP)
 
 install-dev: $(STAMP_DEV)
 
-# measured on 2 cores: 591 s on a quiet machine (2026-11-28), 3078 s under load 5-7 (issue 21);
+# measured on 2 cores: 379 s on a quiet machine (2026-12-02), 3078 s under load 5-7 (issue 21);
 # plus ~5 minutes of install from a fresh clone; re-running resumes (finished cells are kept)
 reproduce: install
 	$(BIN)/sgdfluct reproduce --quick --out $(OUT)
@@ -49,8 +49,9 @@ run-example: install
 
 # the whole suite, slow statistical tests included, on TEST_WORKERS pytest-xdist processes (the
 # tests of one file stay on one worker, so module fixtures are computed once); TEST_WORKERS=0 runs
-# it in this process; the 25 slowest tests are listed at the end. Measured times: README ("How
-# long they take").
+# it in this process; the 25 slowest tests are listed at the end. In one process it took 13 min
+# on a quiet 2-core machine and 35 min under load 5-7 (issue 21); on 2 workers 30 min under load
+# 4-6 (2026-12-02, with the install).
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -q --durations=25 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: install-dev

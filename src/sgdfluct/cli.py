@@ -297,7 +297,7 @@ _SCALES = ("quick", "full", "smoke")
 @click.option(
     "--quick",
     is_flag=True,
-    help="Small sizes (default). Measured on 2 cores: 591 s on a quiet machine (2026-11-28), "
+    help="Small sizes (default). Measured on 2 cores: 379 s on a quiet machine (2026-12-02), "
     "3078 s on a loaded one (load 5-7, issue 21).",
 )
 @click.option(
