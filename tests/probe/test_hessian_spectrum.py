@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
+from _torch_reference import dense_hessian  # noqa: E402 (after the torch skip)
 from sgdfluct.errors import ConfigError  # noqa: E402
 from sgdfluct.probe import (  # noqa: E402
     FluctuationProbe,
@@ -64,21 +65,6 @@ def _model(seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     return model, x, y
 
 
-def _dense_hessian(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, wd: float):
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    sizes = [p.numel() for _, p in model.named_parameters()]
-    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def loss_of(theta: torch.Tensor) -> torch.Tensor:
-        parts = torch.split(theta, sizes)
-        params = {n: t.reshape(s) for n, t, s in zip(names, parts, shapes, strict=True)}
-        out = torch.func.functional_call(model, params, (x,))
-        return _mse(out, y) + 0.5 * wd * (theta**2).sum()
-
-    return torch.autograd.functional.hessian(loss_of, theta0, vectorize=True).numpy()
-
-
 def _probe(model, x, y, wd: float = 0.0, **kw) -> FluctuationProbe:
     settings = {"learning_rate": 0.05, "batch_size": 10, "window": 400, "every": 1, "top_k": 5}
     return FluctuationProbe(model, _mse, (x, y), weight_decay=wd, **{**settings, **kw})
@@ -90,7 +76,7 @@ def layer1() -> tuple[FluctuationProbe, np.ndarray, dict]:
     wd = 0.01
     model, x, y = _model()
     probe = _probe(model, x, y, wd)
-    dense = _dense_hessian(model, x, y, wd)
+    dense = dense_hessian(model, _mse, x, y, wd)
     h11 = dense[:336, :336]
     params = {n: p.detach() for n, p in model.named_parameters()}
     return probe, h11, params
@@ -173,7 +159,7 @@ def test_small_layer_takes_the_dense_path() -> None:
     wd = 0.01
     model, x, y = _model()
     probe = _probe(model, x, y, wd)
-    dense = _dense_hessian(model, x, y, wd)[336:, 336:]
+    dense = dense_hessian(model, _mse, x, y, wd)[336:, 336:]
     params = {n: p.detach() for n, p in model.named_parameters()}
     lay = probe._layer(2)
     spec = layer_spectrum(

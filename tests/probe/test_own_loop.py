@@ -19,6 +19,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
+
+from _torch_reference import dense_hessian  # noqa: E402 (after the torch skip)
+
 F = torch.nn.functional
 
 from sgdfluct.probe import FluctuationProbe  # noqa: E402
@@ -54,20 +57,9 @@ def test_torch_losses_hvp_equals_dense_hessian(loss: str, dtype: torch.dtype) ->
     probe = FluctuationProbe(
         model, loss_fn, (x, y), learning_rate=0.1, batch_size=5, window=400, every=1, top_k=3
     )
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    sizes = [p.numel() for _, p in model.named_parameters()]
-    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).to(torch.float64)
     model64 = copy.deepcopy(model).to(torch.float64)
-    x64 = x.to(torch.float64)
     y64 = y.to(torch.float64) if loss == "mse" else y
-
-    def loss_of(theta: torch.Tensor) -> torch.Tensor:
-        parts = torch.split(theta, sizes)
-        params = {n: t.reshape(s) for n, t, s in zip(names, parts, shapes, strict=True)}
-        return loss_fn(torch.func.functional_call(model64, params, (x64,)), y64)
-
-    dense = torch.autograd.functional.hessian(loss_of, theta0).numpy()
+    dense = dense_hessian(model64, loss_fn, x.to(torch.float64), y64)
     rng = np.random.default_rng(1)
     start = 0
     for layer, d_l in ((1, 4 * 3 + 3), (2, 3 * 3 + 3)):

@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
+from _torch_reference import dense_hessian  # noqa: E402 (after the torch skip)
 from sgdfluct.errors import ConfigError, MeasurementError  # noqa: E402
 from sgdfluct.probe import (  # noqa: E402
     FluctuationProbe,
@@ -56,18 +57,7 @@ def test_curvature_equals_dense_hessian(weight_decay: float) -> None:
         top_k=3,
         weight_decay=weight_decay,
     )
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    sizes = [p.numel() for _, p in model.named_parameters()]
-    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def loss_of(theta: torch.Tensor) -> torch.Tensor:
-        parts = torch.split(theta, sizes)
-        params = {n: t.reshape(s) for n, t, s in zip(names, parts, shapes, strict=True)}
-        out = torch.func.functional_call(model, params, (x,))
-        return _half_mse(out, y) + 0.5 * weight_decay * (theta**2).sum()
-
-    dense = torch.autograd.functional.hessian(loss_of, theta0).numpy()
+    dense = dense_hessian(model, _half_mse, x, y, weight_decay)
     rng = np.random.default_rng(1)
     start = 0
     for layer, d_l in ((1, 4 * 3 + 3), (2, 3 * 2 + 2)):

@@ -23,6 +23,9 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from _torch_reference import dense_hessian  # noqa: E402 (after the torch skip)
+
 nn = torch.nn
 
 from sgdfluct.errors import ConfigError, MeasurementError, exit_code  # noqa: E402
@@ -97,25 +100,6 @@ def _probe(model: nn.Module, x: Any, y: Any, **kw: Any) -> FluctuationProbe:
     return FluctuationProbe(model, _half_mse, (x, y), **args)
 
 
-def _dense_hessian(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, decay: dict[str, float]
-) -> tuple[np.ndarray, list[str], list[int]]:
-    """Dense Hessian of ``L + Σ λ_n/2 ||w_n||²`` over all named parameters (autograd)."""
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    sizes = [p.numel() for _, p in model.named_parameters()]
-    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def loss_of(theta: torch.Tensor) -> torch.Tensor:
-        parts = torch.split(theta, sizes)
-        params = {n: t.reshape(s) for n, t, s in zip(names, parts, shapes, strict=True)}
-        out = torch.func.functional_call(model, params, (x,))
-        reg = sum(0.5 * decay.get(n, 0.0) * (params[n] ** 2).sum() for n in names)
-        return _half_mse(out, y) + reg
-
-    return torch.autograd.functional.hessian(loss_of, theta0).numpy(), names, sizes
-
-
 def _block(dense: np.ndarray, names: list[str], sizes: list[int], want: tuple[str, ...]) -> Any:
     offs = np.concatenate([[0], np.cumsum(sizes)])
     idx = np.concatenate([np.arange(offs[names.index(n)], offs[names.index(n) + 1]) for n in want])
@@ -123,7 +107,9 @@ def _block(dense: np.ndarray, names: list[str], sizes: list[int], want: tuple[st
 
 
 def _check_curvature(probe: FluctuationProbe, model: nn.Module, x: Any, y: Any, decay: Any) -> None:
-    dense, names, sizes = _dense_hessian(model, x, y, decay)
+    dense = dense_hessian(model, _half_mse, x, y, decay)
+    names = [n for n, _ in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
     rng = np.random.default_rng(3)
     for lay in probe.layers:
         k = min(3, lay.dim)
