@@ -165,13 +165,15 @@ def _probe_run(batch: int, monkeypatch: pytest.MonkeyPatch) -> FluctuationProbe:
     return probe
 
 
+@pytest.mark.parametrize("batch", [16, 64])
 def test_batched_recording_feeds_every_recorder_the_same_snapshots(
-    monkeypatch: pytest.MonkeyPatch,
+    batch: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SNAPSHOT_BATCH = 16 (flushes at the quarter, the half and the end, 100 snapshots) against
-    1 (every snapshot at once): the same counts and, to float32 round-off, the same statistics."""
+    """SNAPSHOT_BATCH = 16 or 64 (the default; flushes at the quarter, the half and the end, 100
+    snapshots) against 1 (every snapshot at once): the same counts and, to float32 round-off,
+    the same statistics."""
     ref = _probe_run(1, monkeypatch)
-    got = _probe_run(16, monkeypatch)
+    got = _probe_run(batch, monkeypatch)
     assert got._pending and all(b.n == 0 for b in got._pending.values())  # all flushed
     for i, rec in ref._recorders.items():
         other = got._recorders[i]
@@ -185,9 +187,79 @@ def test_batched_recording_feeds_every_recorder_the_same_snapshots(
             overlap = np.abs(np.sum(b[i].directions * a[i].directions, axis=1))
             np.testing.assert_allclose(overlap, 1.0, atol=1e-6)
             np.testing.assert_allclose(b[i].moments.squares, a[i].moments.squares, rtol=1e-4)
-    assert got.recorder_bytes() > ref.recorder_bytes()  # the batch's 15 extra rows
+    assert got.recorder_bytes() > ref.recorder_bytes()  # the batch's extra rows
     run = got.analyze()  # the analysis reads the compact sketches (contiguous directions)
     for lay in run.layers:
         assert lay.k == 3 and not lay.sketch_exact
         np.testing.assert_allclose(lay.directions @ lay.directions.T, np.eye(3), atol=1e-12)
         assert np.all(np.isfinite(lay.variances)) and np.all(np.diff(lay.variances) <= 0)
+
+
+def test_float32_split_projections_match_float64_on_a_prescribed_covariance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A compact layer's split recorder (float32 directions, projections of the sketch's float32
+    deviations in its fused GEMM passes) against the float64 recorder on the same snapshots:
+    20 prescribed variances along random directions in d = 20 000, the stream offset from zero
+    and drifting (|w − w_0| several times the projected deviations).
+
+    Tolerance from float32 round-off: a projection moves by at most ~eps32 sqrt(d) |u| (rounded
+    directions and the d-long float32 dot product, ``u = w − w_0``), so a variance by at most
+    ``2 σ · δz``; asserted with δz = 1e-6 max|u| (several times that bound's typical size), and
+    the deviations from the prescribed variances within 1e-3 standard errors of the float64
+    path's (both within 4)."""
+    from sgdfluct.ivfr_estimator import series_variances
+    from sgdfluct.probe._split import SplitRecorder
+
+    d, n, k, half = 20_000, 400, 20, 37
+    rng = np.random.default_rng(11)
+    lam = 2.0 ** (-np.arange(k) / 2.0)
+    basis = np.linalg.qr(rng.standard_normal((d, k)))[0]
+    z = rng.standard_normal((n, k)) * np.sqrt(lam)
+    drift = np.linspace(0.0, 3.0, n)[:, None] * rng.standard_normal(d) / np.sqrt(d)
+    stream = 0.5 + z @ basis.T + drift + 1e-4 * rng.standard_normal((n, d))
+    rows32 = torch.as_tensor(stream, dtype=torch.float32)
+    rows = rows32.double()
+    monkeypatch.setattr(_stream, "DEFER_QR_FLOPS", 0.0)
+    sketch = NystromSketch(rows32[0], 60, torch.Generator().manual_seed(3))
+    monkeypatch.undo()
+    assert sketch.compact and sketch.reference.dtype == torch.float32
+    dirs = basis.T.copy()  # orthonormal rows, float64
+    full = SplitRecorder(dirs, lam, rows[half])
+    compact = SplitRecorder(dirs, lam, rows32[half], sketch.reference)
+    assert compact.rows32.dtype == torch.float32
+    assert compact.nbytes() == 4 * k * d + compact.moments.nbytes()  # no float64 copies
+    full.extend(rows[half:])
+    compact.update(rows32[half])  # one snapshot, as the probe gives the one at mid-window
+    for i in range(half + 1, n, 64):  # the probe's batches: deviations from w_0
+        u = rows32[i : i + 64] - sketch.reference
+        _, (proj,) = sketch.extend_centered(u, [compact.rows32])
+        compact.extend_projected(proj)
+    assert compact.count == full.count == n - half
+    got, want = series_variances(compact.moments), series_variances(full.moments)
+    u_max = float((rows32[half:] - sketch.reference).norm(dim=1).max())
+    sigma = np.sqrt(want.variances)
+    tol = 2.0 * sigma * 1e-6 * u_max
+    assert np.all(np.abs(got.variances - want.variances) <= tol), (got.variances, want.variances)
+    np.testing.assert_allclose(compact.moments.lag1, full.moments.lag1, rtol=1e-5)
+    se = lam * np.sqrt(2.0 / (n - half - 1))
+    dev_c, dev_f = (got.variances - lam) / se, (want.variances - lam) / se
+    assert np.all(np.abs(dev_f) < 4.0), dev_f
+    np.testing.assert_allclose(dev_c, dev_f, atol=1e-3)
+    # the rows actually projected on, in float64: the float32 rounding of the frozen directions
+    np.testing.assert_array_equal(compact.directions, dirs.astype(np.float32).astype(float))
+    np.testing.assert_allclose(compact.directions @ compact.directions.T, np.eye(k), atol=1e-6)
+
+
+def test_compact_top_in_float32_is_the_float64_top_rounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = torch.Generator().manual_seed(5)
+    d, n = 20_000, 120
+    rows = torch.randn(n, d, generator=gen, dtype=torch.float64) * _spectrum("steep", d) + 1.0
+    monkeypatch.setattr(_stream, "DEFER_QR_FLOPS", 0.0)
+    sketch = NystromSketch(rows[0].float(), 60, torch.Generator().manual_seed(3))
+    monkeypatch.undo()
+    sketch.extend(rows.float())
+    (v64, p64), (v32, p32) = sketch.top(20), sketch.top(20, float32=True)
+    assert p64.dtype == np.float64 and p32.dtype == np.float32
+    np.testing.assert_array_equal(v32, v64)
+    np.testing.assert_array_equal(p32, p64.astype(np.float32))  # rounded in the last pass

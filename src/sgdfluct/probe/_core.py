@@ -325,7 +325,7 @@ class FluctuationProbe:
         self._split: dict[int, SplitRecorder] = {}
         #: PCA mode: the first quarter's directions (frozen at a quarter of the window) and their
         #: second-half recorders, for the direction-noise correction (ivfr_estimator.richardson_fit)
-        self._quarter: dict[int, tuple[Array, Array]] = {}
+        self._quarter: dict[int, tuple[Array, NDArray[Any]]] = {}
         self._split_quarter: dict[int, SplitRecorder] = {}
         #: layers with a compact sketch: their snapshots not yet given to the recorders
         self._pending: dict[int, _recording.SnapshotBatch] = {}

@@ -7,11 +7,12 @@ running sum of the weights (the window mean); and, from mid-window on, the calib
 projections on frozen directions (:class:`sgdfluct.probe._split.SplitRecorder`).
 
 A layer with a compact (large) sketch (``NystromSketch.compact``) collects its snapshots in a
-:class:`SnapshotBatch` of :data:`SNAPSHOT_BATCH` rows and feeds them to its recorders at once
-(two GEMMs instead of ``b`` rank-1 updates: the d×ℓ arrays pass through memory once a batch);
-the batch is also flushed before the quarter- and half-window PCA and at the window's end, so
-every recorder sees the same snapshots as unbatched. Small layers record each snapshot at once,
-bitwise as before.
+:class:`SnapshotBatch` of :data:`SNAPSHOT_BATCH` rows (float32 deviations from the sketch's
+reference) and feeds them to its recorders at once (GEMMs instead of ``b`` rank-1 updates: the
+d×ℓ arrays pass through memory once a batch; the split recorders' float32 projections ride in
+the sketch's pass over the batch); the batch is also flushed before the quarter- and
+half-window PCA and at the window's end, so every recorder sees the same snapshots as
+unbatched. Small layers record each snapshot at once, bitwise as before.
 """
 
 from __future__ import annotations
@@ -55,23 +56,30 @@ MIN_SKETCH_SIZE = 256
 #: 16 ℓ bytes a parameter) fits in this many bytes; above, the default is ℓ = k + p with the
 #: oversampling p = SKETCH_OVERSAMPLING_FACTOR·k + SKETCH_OVERSAMPLING_MIN. Memory a parameter
 #: of a probed layer: 16 ℓ + 24 bytes for a float64 sketch (Y, Ω, the reference, the running sum
-#: and the window mean); for a compact one of float32 weights (float32 Y, Ω and reference)
-#: 8 ℓ + 20 + 4·SNAPSHOT_BATCH (its snapshot batch); from mid-window on + 16 k (the frozen
-#: float64 directions of the calibrated estimate, two sets in PCA mode). At k = 20, p = 40
-#: (ℓ = 60) and 10⁶ parameters: 480 + 20 + 64 + 320 = 884 <= 16 (k + p) = 960 bytes a parameter
+#: and the window mean), from mid-window on + 16 k + 16 (the frozen float64 directions of the
+#: calibrated estimate and their reference, two sets in PCA mode); for a compact one of float32
+#: weights (float32 Y, Ω and reference) 8 ℓ + 20 + 4·SNAPSHOT_BATCH (its snapshot batch of
+#: float32 deviations), from mid-window on + 8 k (the two sets of directions in float32,
+#: projecting the batch's deviations from the sketch's reference). At k = 20, p = 40 (ℓ = 60)
+#: and 10⁶ parameters: 480 + 20 + 256 + 160 = 916 <= 16 (k + p) = 960 bytes a parameter
 SKETCH_FLOOR_BYTES = 64 * 2**20
 SKETCH_OVERSAMPLING_FACTOR = 1
 SKETCH_OVERSAMPLING_MIN = 20
 #: snapshots a compact sketch's layer collects before it updates its recorders (4 bytes a
-#: parameter each for float32 weights)
-SNAPSHOT_BATCH = 16
+#: parameter each, float32 deviations): at 64 the batch GEMMs over Ω, Y and the split directions
+#: cost 3.0 ms a snapshot of an 800 k-parameter layer on one core (5.7 at 16: Ω and Y read from
+#: memory per batch), within the 16 (k + p) bytes a parameter above
+SNAPSHOT_BATCH = 64
 
 
 class SnapshotBatch:
-    """Up to ``size`` snapshots (rows) of one layer's flat weights, in their dtype."""
+    """Up to ``size`` snapshots of one layer's flat weights, stored as the float32 deviations
+    ``w − w_0`` from its compact sketch's reference (rounded as ``NystromSketch.extend`` rounds
+    them): the sketch and the split recorders take them as they are."""
 
-    def __init__(self, size: int, like: torch.Tensor, layer: Layer) -> None:
-        self.rows = torch.empty(size, like.numel(), dtype=like.dtype, device=like.device)
+    def __init__(self, size: int, origin: torch.Tensor, layer: Layer) -> None:
+        self.origin = origin.reshape(-1)
+        self.rows = torch.empty(size, origin.numel(), dtype=torch.float32, device=origin.device)
         self.layer = layer
         self.n = 0
 
@@ -79,8 +87,13 @@ class SnapshotBatch:
     def full(self) -> bool:
         return self.n == self.rows.shape[0]
 
-    def add(self, w: torch.Tensor) -> None:
-        self.rows[self.n].copy_(w.reshape(-1))
+    def add(self, params: Mapping[str, torch.Tensor]) -> None:
+        """Add the layer's current weights (its parameters, not flattened first)."""
+        row, start = self.rows[self.n], 0
+        for name, numel in zip(self.layer.param_names, self.layer.numels, strict=True):
+            end = start + numel
+            torch.sub(params[name].reshape(-1), self.origin[start:end], out=row[start:end])
+            start = end
         self.n += 1
 
     def take(self) -> torch.Tensor:
@@ -112,7 +125,7 @@ def start_window(probe: FluctuationProbe) -> None:
             sketch = NystromSketch(w, probe.sketch_size, probe._gen)
             probe._recorders[lay.index] = sketch
             if sketch.compact:
-                probe._pending[lay.index] = SnapshotBatch(SNAPSHOT_BATCH, w, lay)
+                probe._pending[lay.index] = SnapshotBatch(SNAPSHOT_BATCH, sketch.reference, lay)
         else:
             dirs = lanczos_layer(probe, params, lay, min(probe.top_k, lay.dim))
             probe._recorders[lay.index] = SubspaceMoments(
@@ -133,17 +146,23 @@ def start_window(probe: FluctuationProbe) -> None:
 
 def record(probe: FluctuationProbe) -> None:
     params = probe._params()
-    flat = {lay.index: flatten_layer(params, lay) for lay in probe.layers}
+    flat: dict[int, torch.Tensor] = {}  # a batched layer's flat weights only when needed
+
+    def flat_of(lay: Layer) -> torch.Tensor:
+        if lay.index not in flat:
+            flat[lay.index] = flatten_layer(params, lay)
+        return flat[lay.index]
+
     coords = []
     for lay in probe.layers:
         if lay.index in probe._pending:
-            probe._pending[lay.index].add(flat[lay.index])
+            probe._pending[lay.index].add(params)
         else:
-            coords.append(probe._recorders[lay.index].update(flat[lay.index]))
+            coords.append(probe._recorders[lay.index].update(flat_of(lay)))
     if isinstance(probe._joint, CoordinateMoments):
         probe._joint.update(torch.cat(coords))  # type: ignore[arg-type]
     elif probe._joint is not None:
-        probe._joint.update(torch.cat([flat[lay.index] for lay in probe.layers]))
+        probe._joint.update(torch.cat([flat_of(lay) for lay in probe.layers]))
     batched = {n for b in probe._pending.values() for n in b.layer.param_names}
     for n, p in params.items():
         if n not in batched:  # a batched layer's window sum: at flush()
@@ -160,13 +179,15 @@ def record(probe: FluctuationProbe) -> None:
         for lay in probe.layers:
             rec = probe._recorders[lay.index]
             if isinstance(rec, NystromSketch):
-                probe._quarter[lay.index] = rec.top(min(probe.top_k, lay.dim))
+                # a compact sketch's layer: float32 rows for its split recorder (start_split)
+                k = min(probe.top_k, lay.dim)
+                probe._quarter[lay.index] = rec.top(k, float32=rec.compact)
     if half:
         start_split(probe, params)
     for lay in probe.layers:
         # batched layers: their recorders had this snapshot from flush(), the new split ones not
         if lay.index in probe._split and (half or lay.index not in probe._pending):
-            w = flat[lay.index]
+            w = flat_of(lay)
             probe._split[lay.index].update(w)
             if lay.index in probe._split_quarter:
                 probe._split_quarter[lay.index].update(w)
@@ -182,15 +203,14 @@ def flush(probe: FluctuationProbe, index: int) -> None:
     rows = batch.take()
     sketch = probe._recorders[index]
     assert isinstance(sketch, NystromSketch)  # batched: a compact sketch
-    total = sketch.extend(rows)
+    # the split recorders' float32 projections of the same deviations, in the sketch's passes
+    splits = [d[index] for d in (probe._split, probe._split_quarter) if index in d]
+    total, projections = sketch.extend_centered(rows, [r.rows32 for r in splits])
     lay = batch.layer
     for n, part in zip(lay.param_names, torch.split(total, lay.numels), strict=True):
         probe._mean_sum[n].add_(part.reshape(probe._mean_sum[n].shape))
-    if index in probe._split:
-        rows64 = rows.to(torch.float64)  # once for both direction sets
-        probe._split[index].extend(rows64)
-        if index in probe._split_quarter:
-            probe._split_quarter[index].extend(rows64)
+    for rec, proj in zip(splits, projections, strict=True):
+        rec.extend_projected(proj)
 
 
 def start_split(probe: FluctuationProbe, params: Mapping[str, torch.Tensor]) -> None:
@@ -200,11 +220,13 @@ def start_split(probe: FluctuationProbe, params: Mapping[str, torch.Tensor]) -> 
         rec = probe._recorders[lay.index]
         w = flatten_layer(params, lay)
         if isinstance(rec, NystromSketch):
-            var, p = rec.top(min(probe.top_k, lay.dim))
-            probe._split[lay.index] = SplitRecorder(p, var, w)
+            # a compact sketch's layer: float32 directions, projections of its deviations
+            var, p = rec.top(min(probe.top_k, lay.dim), float32=rec.compact)
+            origin = rec.reference if rec.compact else None
+            probe._split[lay.index] = SplitRecorder(p, var, w, origin)
             if lay.index in probe._quarter:
                 var_q, p_q = probe._quarter[lay.index]
-                probe._split_quarter[lay.index] = SplitRecorder(p_q, var_q, w)
+                probe._split_quarter[lay.index] = SplitRecorder(p_q, var_q, w, origin)
         else:
             probe._split[lay.index] = SplitRecorder(rec.directions.cpu().numpy(), None, w)
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,8 +52,12 @@ PLATEAU_Z = 2.0
 #: matrices (:meth:`NystromSketch.top`). Smaller sketches (the digits MLP's 2080 x 256, 1.4e8)
 #: keep the float64 orthonormal test matrix, bitwise as before
 DEFER_QR_FLOPS = 2e8
-#: rows of a compact sketch's float32 arrays converted to float64 at once in :meth:`top`
-TOP_CHUNK_ROWS = 2**15
+#: columns of a compact sketch's ℓ×d float32 arrays (rows of Y) converted to float64 at once in
+#: :meth:`top`: a chunk of the (ℓ+1)×2048 float64 Gram buffer (1 MB) stays in cache
+TOP_CHUNK_ROWS = 2**11
+#: columns of a snapshot batch (and of Ω, Y) per GEMM in :meth:`NystromSketch.extend_centered`:
+#: a 64-row batch chunk (256 kB) stays in cache for the GEMMs that read it
+EXTEND_CHUNK = 2**10
 #: a compact sketch's core eigen-directions below this fraction of the largest are left out of
 #: its Nyström approximation instead of Tropp et al.'s shift ν (whose bias, ~ν d/ℓ, a float32 ν
 #: would make ~1e-3 at d = 2·10⁴): the float32 round-off of Y, amplified along a near-null core
@@ -169,18 +175,45 @@ class NystromSketch:
             for w in rows:
                 self.update(w)
             return rows.to(torch.float64).sum(0)
-        assert self._omega_t is not None
         u = torch.empty(rows.shape, dtype=torch.float32, device=self.y.device)
         torch.sub(rows, self.reference, out=u)  # w - w_0 rounded once to float32
-        p = u @ self._omega_t.T
-        self._y_t.addmm_(p.T, u)
+        return self.extend_centered(u)[0]
+
+    def extend_centered(
+        self, u: torch.Tensor, also: Sequence[torch.Tensor] = ()
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`extend` of a compact sketch given the float32 deviations ``u = w − w_0`` (b, d)
+        from :attr:`reference` (``torch.sub(w, reference, out=u)``, as :meth:`extend` rounds
+        them): the probe's snapshot batch stores these.
+
+        Two passes over ``u`` by column chunks of :data:`EXTEND_CHUNK` (each in cache for its
+        GEMMs): ``P = UΩ`` together with ``U Aᵀ`` for each float32 matrix ``A`` (m×d) of
+        ``also`` (the split recorders' directions), then ``Yᵀ += PᵀU`` and the batch's sum.
+        Returns the sum of the snapshots ``w`` (d,) in float64 (the probe's window mean reuses
+        it) and the projections ``U Aᵀ`` (b×m, float32).
+        """
+        assert self._omega_t is not None and u.dtype == torch.float32
+        b, step = int(u.shape[0]), EXTEND_CHUNK
+        p = u.new_zeros(b, self._omega_t.shape[0])
+        extra = [u.new_zeros(b, a.shape[0]) for a in also]
+        for i in range(0, self.dim, step):
+            part = u[:, i : i + step]
+            p.addmm_(part, self._omega_t[:, i : i + step].T)
+            for e, a in zip(extra, also, strict=True):
+                e.addmm_(part, a[:, i : i + step].T)
+        p_t = p.T.contiguous()
+        added32 = u.new_empty(self.dim)
+        for i in range(0, self.dim, step):
+            part = u[:, i : i + step]
+            self._y_t[:, i : i + step].addmm_(p_t, part)
+            torch.sum(part, 0, out=added32[i : i + step])  # b float32 terms: ~1e-7 of |u|
         p64 = p.to(torch.float64)
         self.core.addmm_(p64.T, p64)
         self.proj_total.add_(p64.sum(0))
-        added = u.sum(0).to(torch.float64)  # b <= SNAPSHOT_BATCH float32 terms: ~1e-7 of |u|
+        added = added32.to(torch.float64)
         self.total.add_(added)
-        self.count += int(rows.shape[0])
-        return added.add_(self.reference, alpha=float(rows.shape[0]))
+        self.count += b
+        return added.add_(self.reference, alpha=float(b)), extra
 
     @property
     def mean(self) -> torch.Tensor:
@@ -194,13 +227,20 @@ class NystromSketch:
         ref = self.reference.numel() * self.reference.element_size()
         return item * n + 8 * self.total.numel() + ref + small
 
-    def top(self, k: int) -> tuple[Array, Array]:
-        """Top-``k`` PCA: ``(variances (k,), directions (k, d))``, decreasing variance."""
+    def top(self, k: int, *, float32: bool = False) -> tuple[Array, NDArray[Any]]:
+        """Top-``k`` PCA: ``(variances (k,), directions (k, d))``, decreasing variance.
+
+        With ``float32`` the directions are rounded to float32 (a compact sketch's in its last
+        orthonormalization pass: the probe's split recorders project on float32 rows).
+        """
         n = self.count
         if n < 2:
             raise ValueError(f"the sketch holds {n} snapshot(s): expected >= 2")
         if self.compact:
-            return self._top_compact(k)
+            return self._top_compact(k, torch.float32 if float32 else torch.float64)
+        if float32:
+            var, dirs = self.top(k)
+            return var, dirs.astype(np.float32)
         m = self.total / n
         if self.omega is None:
             cov = (self.y - n * torch.outer(m, m)) / (n - 1)
@@ -226,44 +266,50 @@ class NystromSketch:
         lam = (s**2 - nu).clamp_min(0.0)
         return lam[:k].cpu().numpy(), u[:, :k].T.cpu().numpy()
 
-    def _top_compact(self, k: int) -> tuple[Array, Array]:
+    def _top_compact(self, k: int, dtype: torch.dtype) -> tuple[Array, NDArray[Any]]:
         """:meth:`top` of a compact sketch from ℓ×ℓ Gram matrices (float64, by row chunks)."""
-        assert self.omega is not None
-        n, f64 = self.count, torch.float64
+        assert self.omega is not None and self._omega_t is not None
+        n, f64, ell = self.count, torch.float64, self._y_t.shape[0]
         m = self.total / n
         c = self.proj_total / n  # Ωᵀm
-        chunks = [
-            slice(i, min(i + TOP_CHUNK_ROWS, self.dim)) for i in range(0, self.dim, TOP_CHUNK_ROWS)
-        ]
+        step = TOP_CHUNK_ROWS
+        chunks = [slice(i, min(i + step, self.dim)) for i in range(0, self.dim, step)]
         core = (self.core - n * torch.outer(c, c)) / (n - 1)  # ΩᵀΣΩ, streamed exactly
         mu, vec = torch.linalg.eigh(0.5 * (core + core.T))
         keep = mu > CORE_RTOL * mu.max().clamp_min(torch.finfo(f64).tiny)
         root = vec[:, keep] / torch.sqrt(mu[keep])  # (ΩᵀΣΩ)^(-1/2) on the kept core, ℓ×r
         r_kept = root.shape[1]
 
-        def times(a: torch.Tensor) -> torch.Tensor:  # (ΣΩ a)ᵀ by chunks, (a.shape[1], d) float64
-            # float32 GEMMs: the inner dimension is ℓ, their round-off that of the stored Y
-            a32, ca = a.T.to(torch.float32), n * (c @ a)
-            out = torch.empty(a.shape[1], self.dim, dtype=f64, device=a.device)
+        def times(a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            """``out`` = (ΣΩ a)ᵀ (a.shape[1], d), float64, by chunks: float32 GEMMs (the inner
+            dimension is ℓ, their round-off that of the stored Y), the centering in float64."""
+            a = a / (n - 1)
+            a32, ca = a.T.to(torch.float32), (n * (c @ a)).neg_()
+            tmp = torch.empty(a.shape[1], step, dtype=torch.float32, device=a.device)
             for sl in chunks:
-                out[:, sl] = a32 @ self._y_t[:, sl]
-                out[:, sl] -= torch.outer(ca, m[sl])
-            return out.div_(n - 1)
+                part, o = tmp[:, : sl.stop - sl.start], out[:, sl]
+                torch.mm(a32, self._y_t[:, sl], out=part)
+                o.copy_(part)
+                o.addr_(ca, m[sl])
+            return out
 
-        if 2 * r_kept <= self.omega.shape[1]:  # low rank (n - 1 < ℓ/2): F = ΣΩ·root itself
-            ft = times(root)  # Fᵀ
+        if 2 * r_kept <= ell:  # low rank (n - 1 < ℓ/2): F = ΣΩ·root itself
+            ft = times(root, torch.empty(r_kept, self.dim, dtype=f64, device=root.device))  # Fᵀ
             gram = ft @ ft.T
         else:  # FᵀF = rootᵀ (ΣΩ)ᵀ(ΣΩ) root without the d×ℓ F; the d-long sums in float64
             ft = None
-            sq = torch.zeros_like(core)
-            cy = torch.zeros_like(c)  # (Yᵀm)
+            # one float64 Gram pass over [Yᵀ; mᵀ] by cached chunks: YᵀY, Yᵀm and |m|² at once
+            buf = torch.empty(ell + 1, step, dtype=f64, device=m.device)
+            ext = torch.zeros(ell + 1, ell + 1, dtype=f64, device=m.device)
             for sl in chunks:
-                yc = self._y_t[:, sl].to(f64)  # rows of Yᵀ
-                sq.addmm_(yc, yc.T)
-                cy.add_(yc @ m[sl])
+                part = buf[:, : sl.stop - sl.start]
+                part[:ell].copy_(self._y_t[:, sl])
+                part[ell].copy_(m[sl])
+                ext.addmm_(part, part.T)
+            sq, cy, mm = ext[:ell, :ell], ext[:ell, ell], float(ext[ell, ell])
             # (Y − n m cᵀ)ᵀ(Y − n m cᵀ) = YᵀY − n (Yᵀm)cᵀ − n c(Yᵀm)ᵀ + n² |m|² ccᵀ
             sq -= n * (torch.outer(cy, c) + torch.outer(c, cy))
-            sq += n**2 * float(m @ m) * torch.outer(c, c)
+            sq += n**2 * mm * torch.outer(c, c)
             gram = root.T @ (sq / (n - 1) ** 2) @ root
         if gram.numel():
             s2, v2 = torch.linalg.eigh(0.5 * (gram + gram.T))
@@ -276,44 +322,57 @@ class NystromSketch:
         if ft is not None:
             torch.mm(scaled.T, ft, out=dirs[:r])  # (F V S⁻¹)ᵀ
         else:
-            dirs[:r] = times(root @ scaled)
+            times(root @ scaled, dirs[:r])
         if r < k:  # fewer than k directions carry variance (n - 1 < k): variance 0 for the rest,
             # along Ω v for v in the core's null space: (ΣΩa)ᵀ(Ωv) = aᵀ(ΩᵀΣΩ)v = 0, so these are
             # already orthogonal to the top directions (to round-off)
-            assert self._omega_t is not None
             null = vec[:, : k - r]  # r < k: at least ℓ - r >= k - r core directions dropped
             dirs[r:] = null.T.to(torch.float32) @ self._omega_t
         lam = torch.zeros(k, dtype=f64)
         lam[:r] = s2.cpu()
-        return lam.numpy(), _orthonormal_rows(dirs).cpu().numpy()
+        return lam.numpy(), _orthonormal_rows(dirs, dtype).cpu().numpy()
 
 
-def _orthonormal_rows(x: torch.Tensor) -> torch.Tensor:
-    """The rows of ``x`` (k×d) orthonormalized in order (CholeskyQR; Householder QR if the
-    Gram matrix is numerically singular).
+def _orthonormal_rows(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The rows of ``x`` (k×d) orthonormalized in order, in place (CholeskyQR; Householder QR,
+    into a new array, if the Gram matrix is numerically singular).
 
     The rows come close to orthonormal (the top directions ``F V S⁻¹`` and a completion
     orthogonal to them up to round-off): with a Gram matrix within 1e-3 of the identity one
     CholeskyQR round leaves ~1e-15 (its error is ~eps κ²), otherwise a second round follows.
     The top directions keep their span in order; those of tiny variance (whose round-off
-    ``S⁻¹`` amplifies) and the completion are made orthonormal to them.
+    ``S⁻¹`` amplifies) and the completion are made orthonormal to them. With ``dtype`` the
+    result is rounded to it (in the last CholeskyQR round, while each chunk is in cache).
     """
+    dtype = x.dtype if dtype is None else dtype
     eye = torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
     for _ in range(3):
         gram = x @ x.T
         off = float((gram - eye).abs().max())
         if off <= 1e-12:
-            return x
+            return x.to(dtype)
         try:
             chol = torch.linalg.cholesky(gram, upper=True)  # x xᵀ = RᵀR
         except RuntimeError:
             q, tri = torch.linalg.qr(x.T)
-            return (q * torch.where(torch.diagonal(tri) < 0, -1.0, 1.0)).T.contiguous()
-        # R⁻ᵀ x as one GEMM with the k×k inverse (a k×d triangular solve is ~20x slower)
-        x = torch.linalg.solve_triangular(chol, eye, upper=True).T @ x
-        if off <= 1e-3:
-            return x
-    return x
+            sign = torch.where(torch.diagonal(tri) < 0, -1.0, 1.0)
+            return (q * sign).T.contiguous().to(dtype)
+        # R⁻ᵀ x as GEMMs with the k×k inverse (a k×d triangular solve is ~20x slower), in
+        # place by column chunks (no second k×d array), or into the rounded result
+        last = off <= 1e-3
+        dest = (
+            torch.empty(x.shape, dtype=dtype, device=x.device) if last and dtype != x.dtype else x
+        )
+        inv_t = torch.linalg.solve_triangular(chol, eye, upper=True).T
+        tmp = torch.empty(x.shape[0], TOP_CHUNK_ROWS, dtype=x.dtype, device=x.device)
+        for i in range(0, x.shape[1], TOP_CHUNK_ROWS):
+            cols = x[:, i : i + TOP_CHUNK_ROWS]
+            part = tmp[:, : cols.shape[1]]
+            torch.mm(inv_t, cols, out=part)
+            dest[:, i : i + TOP_CHUNK_ROWS].copy_(part)
+        if last:
+            return dest
+    return x.to(dtype)
 
 
 class CoordinateMoments:
