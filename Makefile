@@ -38,7 +38,8 @@ install: $(STAMP)
 
 install-dev: $(STAMP_DEV)
 
-# measured on 2 cores: 379 s on a quiet machine (2026-12-02), 3078 s under load 5-7 (issue 21);
+# measured on 2 cores: 282 s on a quiet machine (2026-12-02, load 1.2-2.0: the two workers alone),
+# 3078 s under load 5-7 (issue 21);
 # plus ~5 minutes of install from a fresh clone; re-running resumes (finished cells are kept)
 reproduce: install
 	$(BIN)/sgdfluct reproduce --quick --out $(OUT)

@@ -297,8 +297,8 @@ _SCALES = ("quick", "full", "smoke")
 @click.option(
     "--quick",
     is_flag=True,
-    help="Small sizes (default). Measured on 2 cores: 379 s on a quiet machine (2026-12-02), "
-    "3078 s on a loaded one (load 5-7, issue 21).",
+    help="Small sizes (default). Measured on 2 cores: 282 s on a quiet machine (2026-12-02, "
+    "load 1.2-2.0), 3078 s on a loaded one (load 5-7, issue 21).",
 )
 @click.option(
     "--full",

@@ -280,7 +280,7 @@ def reproduce(
     out_dir : path
         Report folder; sweeps are kept under ``out_dir/sweeps/`` (re-running resumes).
     scale : {"quick", "full"}
-        ``quick``: 591 s on 2 cores of a quiet machine, 3078 s on a loaded one (load 5-7; the
+        ``quick``: 282 s on 2 cores of a quiet machine, 3078 s on a loaded one (load 5-7; the
         README gives the conditions); ``full``: 10x longer simulations, larger spectra.
     only : sequence of str, optional
         Claim ids (or id prefixes such as ``"7"``) to run; default all.
