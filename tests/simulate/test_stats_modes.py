@@ -131,3 +131,30 @@ def test_auto_switches_to_subspace_above_the_budget_visibly(
     with pytest.raises(ValueError, match="statistics = 'bogus'"):
         simulate(x, y, [(1, 8)], theta0, learning_rate=0.1, batch_size=4, steps=500,
                  burn_in=100, replicas=2, seed=3, n_batches=4, statistics="bogus")  # fmt: skip
+
+
+@pytest.mark.parametrize("cond", [1.0, 1e4, 1e7])
+def test_thin_qr_is_a_qr_factorization(cond: float, rng: np.random.Generator) -> None:
+    """CholeskyQR2 of the subspace sketch: q orthonormal and q r = e to round-off (relative to
+    ||e||, a few hundred ulps), r upper triangular, for conditions up to 1e7; the same
+    factorization as Householder QR up to the signs of the columns."""
+    d, k = 5000, 64
+    u, _ = np.linalg.qr(rng.standard_normal((d, k)))
+    v, _ = np.linalg.qr(rng.standard_normal((k, k)))
+    e = (u * np.geomspace(1.0, 1.0 / cond, k)) @ v.T
+    q, r = _stats._thin_qr(e)
+    assert np.abs(q.T @ q - np.eye(k)).max() < 1e-12
+    assert np.linalg.norm(q @ r - e) < 1e-13 * np.linalg.norm(e)
+    np.testing.assert_array_equal(r, np.triu(r))
+    q_h, r_h = np.linalg.qr(e)
+    signs = np.sign(np.diag(r)) * np.sign(np.diag(r_h))
+    np.testing.assert_allclose(q * signs, q_h, rtol=0, atol=1e-13 * cond)
+
+
+def test_thin_qr_falls_back_on_a_rank_deficient_matrix(rng: np.random.Generator) -> None:
+    """A Gram matrix that is singular to working precision: the Householder factorization."""
+    e = rng.standard_normal((300, 5)) @ rng.standard_normal((5, 8))  # rank 5 < 8 columns
+    q, r = _stats._thin_qr(e)
+    assert np.all(np.isfinite(q)) and np.all(np.isfinite(r))
+    assert np.abs(q.T @ q - np.eye(8)).max() < 1e-12
+    np.testing.assert_allclose(q @ r, e, rtol=0, atol=1e-12 * np.abs(e).max())
