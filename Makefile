@@ -52,7 +52,9 @@ run-example: install
 # tests of one file stay on one worker, so module fixtures are computed once); TEST_WORKERS=0 runs
 # it in this process; the 25 slowest tests are listed at the end. In one process it took 13 min
 # on a quiet 2-core machine and 35 min under load 5-7 (issue 21); 2026-12-02 on a quiet machine,
-# 9.5 min on 2 workers against 11.9 min in one process (30 min with the install under load 4-6).
+# 9.5 min on 2 workers against 11.9 min in one process; with each worker's BLAS and torch on
+# cores // workers threads (tests/conftest.py) 5.6 min (334 s) from a fresh clone, 6.4 min with the
+# install (30 min with the install under load 4-6, before the thread caps).
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -q --durations=25 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: install-dev
