@@ -519,7 +519,7 @@ def _thin_qr(e: Array) -> tuple[Array, Array]:
     triangular solve, all BLAS-3: Yamamoto et al. 2015, orthogonal to round-off for cond(e) up
     to ~1e8), Householder QR (``numpy.linalg.qr``, BLAS-2-bound on one thread: 0.23 s at
     d = 42 000, k = 64, a third of a short wide run) where the Gram matrix is not positive
-    definite to working precision."""
+    definite to working precision or the result is not orthonormal to 1e-10."""
     from scipy.linalg import LinAlgError, cholesky, solve_triangular
 
     try:
