@@ -40,6 +40,24 @@ def test_gradient_and_hessian_match_finite_differences(shapes, rng):
     np.testing.assert_allclose(h, h.T, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "shapes", [[(2, 4)], [(3, 4), (2, 3)], [(5, 6), (5, 5), (3, 5)], [(4, 3), (2, 4), (3, 2)]]
+)
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_hessian_sum_equals_the_sum_of_hessians(shapes, chunk, rng, monkeypatch):
+    """The batched sum (one contraction per block) against the loop over :func:`hessian`, in
+    one chunk and with one point per chunk; rounding of the summation order only."""
+    if chunk is not None:
+        monkeypatch.setattr(nw, "SUM_CHUNK_ENTRIES", chunk)
+    x = rng.standard_normal((9, shapes[0][1]))
+    y = rng.standard_normal((9, shapes[-1][0]))
+    thetas = rng.standard_normal((11, nw.n_params(shapes)))
+    loop = sum(nw.hessian(t, shapes, x, y) for t in thetas)
+    np.testing.assert_allclose(
+        nw.hessian_sum(thetas, shapes, x, y), loop, rtol=0, atol=1e-13 * np.abs(loop).max()
+    )
+
+
 def test_parameter_order_is_row_major_forward(rng):
     w1, w2 = rng.standard_normal((3, 4)), rng.standard_normal((2, 3))
     theta = nw.flatten([w1, w2])

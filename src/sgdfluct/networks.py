@@ -22,6 +22,7 @@ __all__ = [
     "gradient_flow",
     "gradient_flow_start",
     "hessian",
+    "hessian_sum",
     "layer_index",
     "least_squares",
     "loss",
@@ -199,6 +200,90 @@ def noise_covariance(theta: Array, shapes: Shapes, inputs: Array, targets: Array
     g = per_sample_gradients(theta, shapes, inputs, targets)
     g = g - g.mean(axis=0)
     return g.T @ g / g.shape[0]
+
+
+#: float64 entries of the batched temporaries of :func:`hessian_sum` per chunk of points (8 MiB)
+SUM_CHUNK_ENTRIES = 2**20
+
+
+def _batched_weights(thetas: Array, shapes: Shapes) -> list[Array]:
+    """(n, d) -> list of (n, rows_l, cols_l) views."""
+    offsets = np.cumsum([0] + [r * c for r, c in shapes])
+    return [
+        thetas[:, offsets[l] : offsets[l + 1]].reshape(thetas.shape[0], r, c)
+        for l, (r, c) in enumerate(shapes)
+    ]
+
+
+def _batched_suffix(weights: Sequence[Array]) -> list[Array]:
+    """``A_l = W_L ... W_{l+1}`` for every point of the batch: list of (n, N_o, rows_l)."""
+    n, n_out = weights[-1].shape[0], weights[-1].shape[1]
+    suffix = [np.broadcast_to(np.eye(n_out), (n, n_out, n_out))]
+    for w in reversed(weights[1:]):
+        suffix.append(suffix[-1] @ w)
+    return suffix[::-1]
+
+
+def _chunks(n: int, per_point: int) -> list[slice]:
+    size = max(1, SUM_CHUNK_ENTRIES // max(per_point, 1))
+    return [slice(a, min(n, a + size)) for a in range(0, n, size)]
+
+
+def hessian_sum(thetas: Array, shapes: Shapes, inputs: Array, targets: Array) -> Array:
+    """``sum_k ∇²L(theta_k)`` over the rows of ``thetas`` (n, d) (:func:`hessian`).
+
+    Every block of :func:`hessian` is a Kronecker product (or its residual analogue) of two
+    small matrices of each point; their sum over the points is one contraction over the batch
+    axis (a GEMM) per block: the same sum as a loop over :func:`hessian`, up to the rounding of
+    the summation order.
+    """
+    thetas = np.atleast_2d(np.asarray(thetas, dtype=float))
+    d, p = thetas.shape[1], inputs.shape[0]
+    offsets = np.cumsum([0] + [a * b for a, b in shapes])
+    hess = np.zeros((d, d))
+    depth = len(shapes)
+    width = max(max(r, c) for r, c in shapes)
+    for sl in _chunks(thetas.shape[0], p * width * depth):
+        weights = _batched_weights(thetas[sl], shapes)
+        n = weights[0].shape[0]
+        acts = [np.broadcast_to(inputs, (n, *inputs.shape))]
+        for w in weights:
+            acts.append(acts[-1] @ np.swapaxes(w, 1, 2))
+        suffix = _batched_suffix(weights)
+        for l in range(depth):
+            for m in range(l, depth):
+                left = np.swapaxes(suffix[l], 1, 2) @ suffix[m]  # (n, rows_l, rows_m)
+                right = np.swapaxes(acts[l], 1, 2) @ acts[m] / p  # (n, cols_l, cols_m)
+                # sum_k kron(left_k, right_k)[(i, j), (k', q)] = sum_k left[i, k'] right[j, q]
+                block = (
+                    np.tensordot(left, right, axes=([0], [0]))
+                    .transpose(0, 2, 1, 3)
+                    .reshape(offsets[l + 1] - offsets[l], offsets[m + 1] - offsets[m])
+                )
+                sa, sb = slice(offsets[l], offsets[l + 1]), slice(offsets[m], offsets[m + 1])
+                hess[sa, sb] += block
+                if m != l:
+                    hess[sb, sa] += block.T
+        if depth == 1:
+            continue
+        r = acts[-1] - targets
+        for m in range(depth):
+            back = r @ suffix[m]  # (n, P, rows_m)
+            for l in range(m):
+                e = np.swapaxes(back, 1, 2) @ acts[l] / p  # (n, rows_m, cols_l)
+                between = np.broadcast_to(np.eye(shapes[l][0]), (n, shapes[l][0], shapes[l][0]))
+                for w in weights[l + 1 : m]:
+                    between = w @ between  # (n, cols_m, rows_l)
+                # block[(i, j), (k, q)] = sum_k E[i, q] B[j, k]
+                block = (
+                    np.tensordot(e, between, axes=([0], [0]))
+                    .transpose(0, 2, 3, 1)
+                    .reshape(shapes[m][0] * shapes[m][1], shapes[l][0] * shapes[l][1])
+                )
+                sm, sl_ = slice(offsets[m], offsets[m + 1]), slice(offsets[l], offsets[l + 1])
+                hess[sm, sl_] += block
+                hess[sl_, sm] += block.T
+    return hess
 
 
 def least_squares(inputs: Array, targets: Array) -> Array:

@@ -428,13 +428,12 @@ def _renormalized(
         lam = np.clip(lam, 0.0, None)
         root = vec * np.sqrt(lam)  # columns s_i in range coordinates
         h_eff = hess.copy()
-        for i in np.nonzero(lam > 1e-14 * max(float(lam.max()), 1e-300))[0]:
-            s = basis @ root[:, i]
-            h_eff += 0.5 * (
-                nw.hessian(theta + s, shapes, inputs, targets)
-                + nw.hessian(theta - s, shapes, inputs, targets)
-                - 2.0 * hess
-            )
+        live = np.nonzero(lam > 1e-14 * max(float(lam.max()), 1e-300))[0]
+        if live.size:
+            # sum_i (H(theta + s_i) + H(theta - s_i) - 2 H) / 2, the sum in one batched pass
+            s = root[:, live].T @ basis.T  # (n_live, d)
+            pm = np.concatenate([theta + s, theta - s])
+            h_eff += 0.5 * nw.hessian_sum(pm, shapes, inputs, targets) - live.size * hess
         # symmetric square root: continuous in Σ, so common random numbers give a smooth map
         u = (draws @ (root @ vec.T)) @ basis.T  # (n_mc, d)
         c_eff = np.zeros_like(c_full)
