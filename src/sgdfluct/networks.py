@@ -96,9 +96,11 @@ def _activations(weights: Sequence[Array], inputs: Array) -> list[Array]:
 
 
 def _suffix_products(weights: Sequence[Array]) -> list[Array]:
-    """``A_l = W_L ... W_{l+1}`` (N_o, rows_l) for every layer l (A_L = I)."""
-    n_out = weights[-1].shape[0]
-    suffix = [np.eye(n_out)]
+    """``A_l = W_L ... W_{l+1}`` (..., N_o, rows_l) for every layer l (A_L = I); the weights
+    may carry leading batch axes (one point of a batch each, as in :func:`hessian_sum`)."""
+    n_out = weights[-1].shape[-2]
+    lead = weights[-1].shape[:-2]
+    suffix = [np.broadcast_to(np.eye(n_out), (*lead, n_out, n_out))]
     for w in reversed(weights[1:]):
         suffix.append(suffix[-1] @ w)
     return suffix[::-1]
@@ -215,15 +217,6 @@ def _batched_weights(thetas: Array, shapes: Shapes) -> list[Array]:
     ]
 
 
-def _batched_suffix(weights: Sequence[Array]) -> list[Array]:
-    """``A_l = W_L ... W_{l+1}`` for every point of the batch: list of (n, N_o, rows_l)."""
-    n, n_out = weights[-1].shape[0], weights[-1].shape[1]
-    suffix = [np.broadcast_to(np.eye(n_out), (n, n_out, n_out))]
-    for w in reversed(weights[1:]):
-        suffix.append(suffix[-1] @ w)
-    return suffix[::-1]
-
-
 def _chunks(n: int, per_point: int) -> list[slice]:
     size = max(1, SUM_CHUNK_ENTRIES // max(per_point, 1))
     return [slice(a, min(n, a + size)) for a in range(0, n, size)]
@@ -249,7 +242,7 @@ def hessian_sum(thetas: Array, shapes: Shapes, inputs: Array, targets: Array) ->
         acts = [np.broadcast_to(inputs, (n, *inputs.shape))]
         for w in weights:
             acts.append(acts[-1] @ np.swapaxes(w, 1, 2))
-        suffix = _batched_suffix(weights)
+        suffix = _suffix_products(weights)
         for l in range(depth):
             for m in range(l, depth):
                 left = np.swapaxes(suffix[l], 1, 2) @ suffix[m]  # (n, rows_l, rows_m)
